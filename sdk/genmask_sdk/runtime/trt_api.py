@@ -1,0 +1,102 @@
+"""Thin helpers around the ``tensorrt`` Python module (TensorRT 10.x and 11.x).
+
+Everything here takes the module as an argument so tests can pass a test double; production code
+passes ``None`` and gets the real module from :func:`import_tensorrt`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import torch
+from packaging.version import InvalidVersion, Version
+
+from ..errors import BackendUnavailableError
+
+MIN_TENSORRT = Version("10.0")
+INSTALL_HINT = (
+    "Install it on a machine with an NVIDIA GPU: pip install 'genmask-sdk[gpu]' (or pip install "
+    "tensorrt); on Jetson use the TensorRT that ships with JetPack."
+)
+
+# TensorRT DataType member name -> torch dtype. Members missing from a TRT build are simply unused.
+_TORCH_DTYPES: dict[str, torch.dtype] = {
+    "FLOAT": torch.float32,
+    "HALF": torch.float16,
+    "BF16": torch.bfloat16,
+    "INT8": torch.int8,
+    "UINT8": torch.uint8,
+    "INT32": torch.int32,
+    "INT64": torch.int64,
+    "BOOL": torch.bool,
+}
+
+
+def import_tensorrt() -> ModuleType:
+    """Import and return ``tensorrt``; raise BackendUnavailableError when it is not installed."""
+    try:
+        import tensorrt  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"The 'tensorrt' Python package is not installed ({exc}). {INSTALL_HINT}"
+        ) from None
+    return tensorrt
+
+
+def tensorrt_version(trt: Any) -> Version:
+    """``trt.__version__`` parsed, e.g. Version('10.13.3.9')."""
+    try:
+        return Version(str(trt.__version__))
+    except (AttributeError, InvalidVersion) as exc:
+        raise BackendUnavailableError(
+            f"Could not read the TensorRT version ({exc}); reinstall the tensorrt package."
+        ) from None
+
+
+def require_supported_tensorrt(trt: Any) -> Version:
+    """Return the TensorRT version, or raise BackendUnavailableError for TensorRT < 10.0.
+
+    genmask-sdk relies on the 10.x API (strongly typed networks, ``execute_async_v3``,
+    name-based tensor addresses); 8.x/9.x lack it.
+    """
+    version = tensorrt_version(trt)
+    if version < MIN_TENSORRT:
+        raise BackendUnavailableError(
+            f"TensorRT {version} is too old: genmask-sdk needs TensorRT >= {MIN_TENSORRT} "
+            "(strongly typed networks, execute_async_v3). Upgrade with pip install -U tensorrt, or "
+            "on Jetson flash JetPack 6.1+ (TensorRT 10.3)."
+        )
+    return version
+
+
+_LOGGERS: dict[int, Any] = {}
+
+
+def shared_logger(trt: Any) -> Any:
+    """One ``trt.Logger(WARNING)`` per module object.
+
+    TensorRT keeps the first logger it sees per process and warns when later builders/runtimes
+    bring a different one, so all genmask-sdk code shares this one.
+    """
+    key = id(trt)
+    if key not in _LOGGERS:
+        _LOGGERS[key] = trt.Logger(trt.Logger.WARNING)
+    return _LOGGERS[key]
+
+
+def torch_dtype_of(trt_dtype: Any) -> torch.dtype:
+    """Map a ``trt.DataType`` member to the torch dtype of its buffers."""
+    name = getattr(trt_dtype, "name", str(trt_dtype).split(".")[-1])
+    if name not in _TORCH_DTYPES:
+        raise BackendUnavailableError(
+            f"Engine I/O tensor has TensorRT dtype {name}, which genmask-sdk cannot bind to a torch "
+            f"tensor (supported: {sorted(_TORCH_DTYPES)}). Re-export the ONNX with I/O in one of "
+            "these types (keep_io_types=True when converting to FP16/INT8)."
+        )
+    return _TORCH_DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float16`` -> ``"float16"`` (the numpy name used by TensorSpec)."""
+    return str(dtype).removeprefix("torch.")
