@@ -20,7 +20,10 @@ LARGE_PROBABILITY = 0.4
 MAX_ROTATION = 0.3  # radians (about 17 degrees): squares stay squares, not diamonds
 COLOUR_JITTER = 14.0  # per-channel uniform jitter of the shape colour, in 0..255 units
 PLACEMENT_TRIES = 40
-CENTRE_CLEARANCE = 0.25  # extra gap, as a fraction of the smaller extent, beyond the larger extent
+# Two centres must be >= LARGER_EXTENT_SHARE * larger extent + SMALLER_EXTENT_SHARE * smaller
+# extent apart: shapes may overlap, but neither centre lies deep inside the other shape.
+LARGER_EXTENT_SHARE = 0.8
+SMALLER_EXTENT_SHARE = 0.2
 _COLOUR_NAMES = tuple(COLOURS)
 
 
@@ -64,11 +67,12 @@ def _sample_appearance(rng: np.random.Generator, size: int) -> dict:
 
 
 def _far_enough(center: np.ndarray, extent: float, placed: list[PlacedShape]) -> bool:
-    """True when ``center`` keeps every placed object's centre outside the new shape, and the new
-    centre outside every placed shape, with ``CENTRE_CLEARANCE`` to spare."""
+    """True when a shape of ``extent`` pixels at ``center`` keeps its distance from every placed
+    shape (see LARGER_EXTENT_SHARE)."""
     for other in placed:
         big, small = max(extent, other.extent_px), min(extent, other.extent_px)
-        if np.hypot(*(center - other.center_xy)) < big + CENTRE_CLEARANCE * small:
+        gap = LARGER_EXTENT_SHARE * big + SMALLER_EXTENT_SHARE * small
+        if np.hypot(*(center - other.center_xy)) < gap:
             return False
     return True
 

@@ -15,6 +15,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 SUPERSAMPLING = 4  # shapes are drawn at 4x resolution, then box-filtered down (anti-aliasing)
+# PIL fills polygons about 0.28 supersampled pixels beyond their true edges (it includes the
+# outline); edges are pulled in by that much so coverage sums match analytic areas (within ~1%).
+PIL_EDGE_BIAS = 0.28 / SUPERSAMPLING  # in image pixels
 MASK_THRESHOLD = 0.5  # a pixel belongs to an object's mask when >= 50% of it shows that object
 
 # Backgrounds stay neutral (per-channel tint <= TINT) so they never look like a shape colour.
@@ -53,9 +56,11 @@ def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _blend(a: np.ndarray, b: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Per-pixel mix ``a + (b - a) * weight`` of two tones ``(3,)`` by ``weight`` ``(H, W)`` in
-    [0, 1]; returns float32 ``(H, W, 3)``."""
-    return a + (b - a) * weight[..., None].astype(np.float32)
+    """Per-pixel mix ``a * (1 - weight) + b * weight`` of two tones ``(3,)`` by ``weight``
+    ``(H, W)`` in [0, 1]; returns float32 ``(H, W, 3)`` (one matrix product, for speed)."""
+    column = weight.astype(np.float32).reshape(-1, 1)
+    mixed = np.hstack([1.0 - column, column]) @ np.stack([a, b]).astype(np.float32)
+    return mixed.reshape(*weight.shape, 3)
 
 
 def flat_background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -119,16 +124,39 @@ BACKGROUND_RENDERERS: dict[str, Callable[[np.random.Generator, int], np.ndarray]
 
 def render_background(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     """Background of style ``kind`` (see ``BACKGROUND_KINDS``) with mild per-pixel noise
-    (sigma 1.5..4 grey levels); float32 ``(size, size, 3)`` in ``[0, 255]``."""
+    (standard deviation 1.5..4 grey levels); float32 ``(size, size, 3)`` in ``[0, 255]``."""
     background = BACKGROUND_RENDERERS[kind](rng, size)
-    sigma = np.float32(rng.uniform(1.5, 4.0))
-    background += sigma * rng.standard_normal((size, size, 3), dtype=np.float32)
-    return np.clip(background, 0.0, 255.0)
+    noise = pixel_noise(rng, (size, size, 3))
+    noise *= np.float32(rng.uniform(1.5, 4.0))
+    background += noise
+    return np.clip(background, 0.0, 255.0, out=background)
+
+
+def pixel_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-mean, unit-variance float32 noise of ``shape`` with a triangular distribution (sum of
+    two uniforms): Gaussian-looking, bounded by ±sqrt(6), and several times cheaper to draw."""
+    noise = rng.random(shape, dtype=np.float32)
+    noise -= rng.random(shape, dtype=np.float32)
+    noise *= np.float32(np.sqrt(6.0))
+    return noise
 
 
 # --------------------------------------------------------------------------------------------
 # Shapes
 # --------------------------------------------------------------------------------------------
+
+
+def inset_polygon(outline: np.ndarray, distance: float) -> np.ndarray:
+    """Move every edge of a simple polygon (float ``(n, 2)``, either orientation) inwards by
+    ``distance`` pixels, using mitred vertices; returns float64 ``(n, 2)``."""
+    following = np.roll(outline, -1, axis=0)
+    edges = following - outline
+    twice_area = np.sum(outline[:, 0] * following[:, 1] - following[:, 0] * outline[:, 1])
+    normals = np.sign(twice_area) * np.stack([-edges[:, 1], edges[:, 0]], axis=1)
+    normals /= np.hypot(edges[:, 0], edges[:, 1])[:, None]
+    previous = np.roll(normals, 1, axis=0)  # inward normal of the edge that ends at each vertex
+    mitre = (previous + normals) / (1.0 + np.sum(previous * normals, axis=1))[:, None]
+    return outline + distance * mitre
 
 
 def polygon_coverage(outline: np.ndarray, size: int) -> tuple[tuple[slice, slice], np.ndarray]:
@@ -139,12 +167,14 @@ def polygon_coverage(outline: np.ndarray, size: int) -> tuple[tuple[slice, slice
     ``((rows, cols), coverage)``: the bounding-box slices into the image and float32 coverage in
     ``[0, 1]`` of shape ``(rows, cols)``. Parts outside the image are cut off.
     """
+    outline = inset_polygon(np.asarray(outline, dtype=np.float64), PIL_EDGE_BIAS)
     lo = np.maximum(np.floor(outline.min(axis=0)).astype(int) - 1, 0)
     hi = np.minimum(np.ceil(outline.max(axis=0)).astype(int) + 2, size)
     width, height = (hi - lo) * SUPERSAMPLING
     canvas = Image.new("L", (int(width), int(height)))
-    # Hi-res pixel k (PIL: centre at integer k) covers low-res x = (k + 0.5) / S - 0.5.
-    points = (outline - lo) * SUPERSAMPLING + (SUPERSAMPLING - 1) / 2
+    # PIL polygons: hi-res pixel k spans [k, k + 1); low-res pixel c spans [c - 0.5, c + 0.5] and
+    # becomes hi-res pixels S*c .. S*c + S - 1, so x maps to S * x + S / 2.
+    points = (outline - lo) * SUPERSAMPLING + SUPERSAMPLING / 2
     ImageDraw.Draw(canvas).polygon([tuple(p) for p in points.tolist()], fill=255)
     coverage = np.asarray(canvas.reduce(SUPERSAMPLING), dtype=np.float32) / np.float32(255.0)
     return (slice(lo[1], hi[1]), slice(lo[0], hi[0])), coverage

@@ -108,6 +108,20 @@ def _text_hidden_size(config: Any) -> int:
     return size
 
 
+def read_text_hidden_size(name_or_path: str, local_files_only: bool = False) -> int:
+    """D of a Qwen2.5-VL checkpoint (hub id or directory), read from its config alone."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
+    except OSError as exc:
+        raise ArtifactNotFoundError(
+            f"cannot read the config of {name_or_path!r} ({exc}); pass a local Qwen2.5-VL directory "
+            "or a reachable hub id."
+        ) from exc
+    return _text_hidden_size(config)
+
+
 def _base_model(model: torch.nn.Module) -> torch.nn.Module:
     """``Qwen2_5_VLForConditionalGeneration`` -> its ``Qwen2_5_VLModel`` (skips ``lm_head``)."""
     inner = getattr(model, "model", None)

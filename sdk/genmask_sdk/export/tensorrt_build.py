@@ -10,6 +10,7 @@ Pass ``trt=`` a module object to use something other than the installed ``tensor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import tempfile
@@ -18,7 +19,8 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import torch
 
@@ -50,7 +52,7 @@ class TensorRTBuildConfig:
 
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
     builder_optimization_level: int = 3
-    profiles: Mapping[str, ShapeRange] = field(default_factory=dict)
+    profiles: Mapping[str, ShapeRange] = field(default_factory=dict, hash=False)
     timing_cache: Path | None = None
     version_compatible: bool = False
 
@@ -86,7 +88,9 @@ class PlanInfo:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["compute_capability"] = list(self.compute_capability) if self.compute_capability else None
+        data["compute_capability"] = (
+            list(self.compute_capability) if self.compute_capability else None
+        )
         data["profiles"] = {k: [list(s) for s in v] for k, v in self.profiles.items()}
         return data
 
@@ -124,7 +128,8 @@ def build_plan(
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     if not onnx_path.is_file():
         raise ArtifactNotFoundError(
-            f"ONNX file {onnx_path} does not exist; export it first (python export/build_engines.py)."
+            f"ONNX file {onnx_path} does not exist; export it first "
+            "(python export/build_engines.py ...)."
         )
     trt = trt if trt is not None else import_tensorrt()
     version = require_supported_tensorrt(trt)
@@ -172,7 +177,9 @@ def build_plan(
 
 
 def trtexec_command(
-    onnx_path: str | os.PathLike[str], plan_path: str | os.PathLike[str], config: TensorRTBuildConfig
+    onnx_path: str | os.PathLike[str],
+    plan_path: str | os.PathLike[str],
+    config: TensorRTBuildConfig,
 ) -> str:
     """The trtexec command line that builds the same plan, for users debugging a build."""
     args = [
@@ -199,7 +206,9 @@ def _parse_onnx(parser: Any, onnx_path: Path, config: TensorRTBuildConfig, plan_
     errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
     if ok and not errors:
         return
-    listed = "\n".join(f"  [{i}] {e}" for i, e in enumerate(errors)) or "  (the parser gave no detail)"
+    listed = (
+        "\n".join(f"  [{i}] {e}" for i, e in enumerate(errors)) or "  (the parser gave no detail)"
+    )
     raise PlanBuildError(
         f"The TensorRT ONNX parser rejected {onnx_path} with {len(errors)} error(s):\n{listed}\n"
         "Fixes: export at opset 17-20, run onnxslim/onnxsim, check the ops against the TensorRT "
@@ -231,7 +240,8 @@ def _add_optimization_profile(
         raise ConfigError(
             "These inputs have dynamic axes but no (min, opt, max) profile: "
             + ", ".join(f"{n} {inputs[n]}" for n in missing)
-            + ". Add them to TensorRTBuildConfig.profiles, e.g. {'%s': (min, opt, max)}." % missing[0]
+            + f". Add them to TensorRTBuildConfig.profiles, e.g. {{'{missing[0]}': (min, opt, "
+            "max)}."
         )
     for name, shapes in profiles.items():
         _check_profile_fits_input(name, inputs[name], shapes)
@@ -293,24 +303,22 @@ def _attach_progress_monitor(trt: Any, builder_config: Any) -> Any:
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             with self._lock:
-                try:
+                with contextlib.suppress(Exception):  # a broken bar must not abort the build
                     depth = self._depth.get(parent_phase, -1) + 1 if parent_phase else 0
                     self._depth[phase_name] = depth
                     self._bars[phase_name] = tqdm(
                         total=num_steps, desc=phase_name, position=depth, leave=depth == 0
                     )
-                except Exception:  # a broken bar must not abort the TensorRT build
-                    pass
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            with self._lock:
+            with self._lock, contextlib.suppress(Exception):
                 bar = self._bars.get(phase_name)
                 if bar is not None:
                     bar.update(step + 1 - bar.n)
             return True  # False would cancel the build
 
         def phase_finish(self, phase_name: str) -> None:
-            with self._lock:
+            with self._lock, contextlib.suppress(Exception):
                 bar = self._bars.pop(phase_name, None)
                 if bar is not None:
                     bar.close()
@@ -347,4 +355,3 @@ def _write_atomically(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-

@@ -5,7 +5,7 @@ Shapes use ``None`` (or a negative number, TensorRT style) for a dynamic axis.
 
 from __future__ import annotations
 
-from typing import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from ..errors import InvalidInputError
 
@@ -40,7 +40,9 @@ def shape_is_compatible(shape: Sequence[int], expected: Sequence[int | None]) ->
     return all(e is None or e < 0 or int(s) == e for s, e in zip(shape, expected))
 
 
-def shape_error(name: str, received: Sequence[int], expected: Sequence[int | None]) -> InvalidInputError:
+def shape_error(
+    name: str, received: Sequence[int], expected: Sequence[int | None]
+) -> InvalidInputError:
     shown = tuple("?" if e is None or e < 0 else e for e in expected)
     return InvalidInputError(
         f"Input tensor: {name} | Received incompatible shape: {tuple(received)}.\n"
@@ -48,9 +50,11 @@ def shape_error(name: str, received: Sequence[int], expected: Sequence[int | Non
     )
 
 
-def profile_error(name: str, received: Sequence[int], lo: Sequence[int], hi: Sequence[int]) -> InvalidInputError:
+def profile_error(
+    name: str, received: Sequence[int], lo: Sequence[int], hi: Sequence[int]
+) -> InvalidInputError:
     return InvalidInputError(
-        f"Input tensor: {name} | Received shape {tuple(received)} outside the engine's optimization "
-        f"profile.\nNote: Expected every axis between min {tuple(lo)} and max {tuple(hi)}. Use a shape "
-        "in range, or rebuild the engine with a profile that covers this shape."
+        f"Input tensor: {name} | Received shape {tuple(received)} outside the engine's "
+        f"optimization profile.\nNote: Expected every axis between min {tuple(lo)} and max "
+        f"{tuple(hi)}. Use a shape in range, or rebuild the engine with a profile that covers it."
     )

@@ -9,7 +9,7 @@ the engine must accept, and the shape it is tuned for. Example::
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..errors import ConfigError
 
@@ -17,7 +17,9 @@ Shape = tuple[int, ...]
 ShapeRange = tuple[Shape, Shape, Shape]  # (min, opt, max)
 
 
-def normalize_profiles(profiles: Mapping[str, Sequence[Sequence[int]]] | None) -> dict[str, ShapeRange]:
+def normalize_profiles(
+    profiles: Mapping[str, Sequence[Sequence[int]]] | None,
+) -> dict[str, ShapeRange]:
     """Return a copy of ``profiles`` as ``{name: (min, opt, max)}`` tuples, or raise ConfigError.
 
     Checks that each entry has exactly three shapes of the same rank, made of non-negative ints,
@@ -27,8 +29,9 @@ def normalize_profiles(profiles: Mapping[str, Sequence[Sequence[int]]] | None) -
         return {}
     if not isinstance(profiles, Mapping):
         raise ConfigError(
-            f"profiles must be a dict of input name -> (min_shape, opt_shape, max_shape), got "
-            f"{type(profiles).__name__}; e.g. {{'x': ((1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 64, 64))}}."
+            "profiles must be a dict of input name -> (min_shape, opt_shape, max_shape), got "
+            f"{type(profiles).__name__}; e.g. {{'x': ((1, 3, 64, 64), (2, 3, 64, 64), "
+            "(4, 3, 64, 64))}."
         )
     return {str(name): _normalize_range(str(name), shapes) for name, shapes in profiles.items()}
 
@@ -54,8 +57,8 @@ def _normalize_range(name: str, shapes: Sequence[Sequence[int]]) -> ShapeRange:
     bad_axes = [i for i in range(len(lo)) if not lo[i] <= opt[i] <= hi[i]]
     if bad_axes:
         raise ConfigError(
-            f"Profile for input '{name}': need min <= opt <= max on every axis, but axes {bad_axes} "
-            f"violate it (min {lo}, opt {opt}, max {hi}). Reorder or fix the shapes."
+            f"Profile for input '{name}': need min <= opt <= max on every axis, but axes "
+            f"{bad_axes} violate it (min {lo}, opt {opt}, max {hi}). Reorder or fix the shapes."
         )
     return lo, opt, hi
 

@@ -10,14 +10,33 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import torch
 
-from ..errors import ArtifactMismatchError, ArtifactNotFoundError, BackendUnavailableError, InputTypeError, InvalidInputError
+from ..errors import (
+    ArtifactMismatchError,
+    ArtifactNotFoundError,
+    BackendUnavailableError,
+    InputTypeError,
+    InvalidInputError,
+)
 from .base import Runner, TensorSpec
-from .feed_checks import check_feed_names, dtype_error, profile_error, shape_error, shape_is_compatible
-from .trt_api import dtype_name, import_tensorrt, require_supported_tensorrt, shared_logger, torch_dtype_of
+from .feed_checks import (
+    check_feed_names,
+    dtype_error,
+    profile_error,
+    shape_error,
+    shape_is_compatible,
+)
+from .trt_api import (
+    dtype_name,
+    import_tensorrt,
+    require_supported_tensorrt,
+    shared_logger,
+    torch_dtype_of,
+)
 
 REBUILD_HINT = (
     "Rebuild the plan on this machine (python export/build_engines.py ... --backend tensorrt), or "
@@ -36,7 +55,8 @@ class EngineTensor:
     profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None
 
     def spec(self) -> TensorSpec:
-        return TensorSpec(self.name, dtype_name(self.dtype), tuple(None if d < 0 else d for d in self.shape))
+        shape = tuple(None if d < 0 else d for d in self.shape)
+        return TensorSpec(self.name, dtype_name(self.dtype), shape)
 
 
 class TensorRTRunner(Runner):
@@ -55,7 +75,8 @@ class TensorRTRunner(Runner):
     shapes or host tensors cannot be captured.
 
     ``version_compatible=True`` sets ``runtime.engine_host_code_allowed`` so plans built with
-    ``VERSION_COMPATIBLE`` (which embed a lean runtime, i.e. host code) can load: trusted plans only.
+    ``VERSION_COMPATIBLE`` (which embed a lean runtime, i.e. host code) can load; trusted plans
+    only.
     """
 
     name = "tensorrt"
@@ -155,14 +176,14 @@ class TensorRTRunner(Runner):
         return dict(self._outputs)
 
     def _set_input_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
-        """``set_input_shape`` for each input, then (re)allocate output buffers for the new shapes."""
+        """``set_input_shape`` for each input, then (re)allocate output buffers for new shapes."""
         self._bound_shapes = None
         self._graph = None
         for name, shape in shapes.items():
             if not self._context.set_input_shape(name, shape):
                 raise InvalidInputError(
-                    f"Input tensor: {name} | TensorRT rejected shape {shape} (see the TensorRT log). "
-                    "Use a shape inside the plan's optimization profile."
+                    f"Input tensor: {name} | TensorRT rejected shape {shape} (see the TensorRT "
+                    "log). Use a shape inside the plan's optimization profile."
                 )
         outputs = {}
         for name, tensor in self._tensors.items():
@@ -171,13 +192,15 @@ class TensorRTRunner(Runner):
             shape = tuple(int(d) for d in self._context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 raise BackendUnavailableError(
-                    f"Output tensor: {name} has a data-dependent shape {shape}, which TensorRTRunner "
-                    "does not support (it preallocates outputs). Make the output shape depend only "
-                    "on input shapes, or run this graph with OnnxRuntimeRunner."
+                    f"Output tensor: {name} has a data-dependent shape {shape}, which "
+                    "TensorRTRunner does not support (it preallocates outputs). Make the output "
+                    "shape depend only on input shapes, or run this graph with OnnxRuntimeRunner."
                 )
             old = self._outputs.get(name)
             reuse = old is not None and tuple(old.shape) == shape
-            outputs[name] = old if reuse else torch.empty(shape, dtype=tensor.dtype, device=self.device)
+            outputs[name] = (
+                old if reuse else torch.empty(shape, dtype=tensor.dtype, device=self.device)
+            )
         self._outputs = outputs
         self._bound_shapes = dict(shapes)
 
@@ -197,11 +220,14 @@ class TensorRTRunner(Runner):
                 "locate asynchronous CUDA errors."
             )
 
-    def _run_cuda_graph(self, feeds: Mapping[str, torch.Tensor], stream: torch.cuda.Stream, recapture: bool) -> None:
+    def _run_cuda_graph(
+        self, feeds: Mapping[str, torch.Tensor], stream: torch.cuda.Stream, recapture: bool
+    ) -> None:
         """Copy feeds into static buffers, then replay (or first run + capture) the CUDA graph."""
         if recapture:
             self._graph = None
-            self._graph_inputs = {n: torch.empty_like(feeds[n]) for n in self._graph_inputs_names()}
+            names = [n for n, t in self._tensors.items() if t.is_input]
+            self._graph_inputs = {n: torch.empty_like(feeds[n]) for n in names}
         for name, static in self._graph_inputs.items():
             static.copy_(feeds[name])
         if not recapture:
@@ -227,9 +253,6 @@ class TensorRTRunner(Runner):
             )
         self._graph = graph
 
-    def _graph_inputs_names(self) -> list[str]:
-        return [n for n, t in self._tensors.items() if t.is_input]
-
 
 def check_cuda_feed(name: str, value: Any, expected: EngineTensor, device: torch.device) -> None:
     """Raise unless ``value`` is a contiguous torch tensor on ``device`` matching ``expected``."""
@@ -240,8 +263,8 @@ def check_cuda_feed(name: str, value: Any, expected: EngineTensor, device: torch
         )
     if value.device != device:
         raise InvalidInputError(
-            f"Input tensor: {name} | Received a tensor on {value.device}; expected {device}. Move it "
-            f"with tensor.to('{device}') (the runner never copies between host and device)."
+            f"Input tensor: {name} | Received a tensor on {value.device}; expected {device}. "
+            f"Move it with tensor.to('{device}') (the runner never copies between host and device)."
         )
     if value.dtype != expected.dtype:
         raise dtype_error(name, dtype_name(value.dtype), dtype_name(expected.dtype))
@@ -279,12 +302,14 @@ def _resolve_cuda_device(device: int | str | torch.device) -> torch.device:
     if not torch.cuda.is_available():
         raise BackendUnavailableError(
             "TensorRTRunner needs a CUDA GPU, but torch sees none (torch "
-            f"{torch.__version__}, CUDA build {torch.version.cuda}). Use OnnxRuntimeRunner(provider="
-            "'cpu') on this machine, or install a CUDA build of torch."
+            f"{torch.__version__}, CUDA build {torch.version.cuda}). Use "
+            "OnnxRuntimeRunner(provider='cpu') on this machine, or install a CUDA build of torch."
         )
     dev = torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
     if dev.type != "cuda":
-        raise BackendUnavailableError(f"TensorRTRunner runs on a CUDA device, got device={device!r}; pass 'cuda' or 'cuda:N'.")
+        raise BackendUnavailableError(
+            f"TensorRTRunner runs on a CUDA device, got device={device!r}; pass 'cuda' or 'cuda:N'."
+        )
     index = dev.index if dev.index is not None else torch.cuda.current_device()
     if index >= torch.cuda.device_count():
         raise BackendUnavailableError(

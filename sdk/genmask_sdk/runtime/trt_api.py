@@ -70,7 +70,7 @@ def require_supported_tensorrt(trt: Any) -> Version:
     return version
 
 
-_LOGGERS: dict[int, Any] = {}
+_LOGGERS: dict[int, tuple[Any, Any]] = {}  # id(module) -> (module, logger); module kept alive
 
 
 def shared_logger(trt: Any) -> Any:
@@ -79,10 +79,10 @@ def shared_logger(trt: Any) -> Any:
     TensorRT keeps the first logger it sees per process and warns when later builders/runtimes
     bring a different one, so all genmask-sdk code shares this one.
     """
-    key = id(trt)
-    if key not in _LOGGERS:
-        _LOGGERS[key] = trt.Logger(trt.Logger.WARNING)
-    return _LOGGERS[key]
+    entry = _LOGGERS.get(id(trt))
+    if entry is None or entry[0] is not trt:
+        entry = _LOGGERS[id(trt)] = (trt, trt.Logger(trt.Logger.WARNING))
+    return entry[1]
 
 
 def torch_dtype_of(trt_dtype: Any) -> torch.dtype:
@@ -90,9 +90,9 @@ def torch_dtype_of(trt_dtype: Any) -> torch.dtype:
     name = getattr(trt_dtype, "name", str(trt_dtype).split(".")[-1])
     if name not in _TORCH_DTYPES:
         raise BackendUnavailableError(
-            f"Engine I/O tensor has TensorRT dtype {name}, which genmask-sdk cannot bind to a torch "
-            f"tensor (supported: {sorted(_TORCH_DTYPES)}). Re-export the ONNX with I/O in one of "
-            "these types (keep_io_types=True when converting to FP16/INT8)."
+            f"Engine I/O tensor has TensorRT dtype {name}, which genmask-sdk cannot bind to a "
+            f"torch tensor (supported: {sorted(_TORCH_DTYPES)}). Re-export the ONNX with I/O in "
+            "one of these types (keep_io_types=True when converting to FP16/INT8)."
         )
     return _TORCH_DTYPES[name]
 
