@@ -204,7 +204,8 @@ def visible_fraction(obj) -> float:
 def assert_same_scene(a: Scene, b: Scene):
     assert np.array_equal(a.image, b.image)
     assert [e.text for e in a.expressions] == [e.text for e in b.expressions]
-    assert [(e.kind, e.target) for e in a.expressions] == [(e.kind, e.target) for e in b.expressions]
+    assert [(e.kind, e.target) for e in a.expressions] == [
+        (e.kind, e.target) for e in b.expressions]
     assert all(np.array_equal(x.mask, y.mask) for x, y in zip(a.expressions, b.expressions))
     assert [(o.colour, o.shape, o.size_class, o.center_xy, o.radius_px, o.area_px)
             for o in a.objects] == [(o.colour, o.shape, o.size_class, o.center_xy, o.radius_px,
@@ -280,9 +281,10 @@ def test_unoccluded_mask_matches_analytic_shape(scenes):
     for scene in scenes:
         top = scene.objects[-1]
         analytic = shape_area(top.shape, top.radius_px)
-        assert abs(top.area_px - analytic) <= 0.07 * analytic + 3, (top.shape, top.area_px, analytic)
+        assert abs(top.area_px - analytic) <= 0.07 * analytic + 3, (top.shape, top.area_px)
         rows, cols = np.nonzero(top.mask)
-        assert abs(cols.mean() - top.center_xy[0]) < 0.6 and abs(rows.mean() - top.center_xy[1]) < 0.6
+        assert abs(cols.mean() - top.center_xy[0]) < 0.6
+        assert abs(rows.mean() - top.center_xy[1]) < 0.6
 
 
 def test_visible_areas_are_bounded_by_full_areas(scenes):
@@ -312,8 +314,8 @@ def test_coverage_sums_to_the_analytic_area(shape):
 
     rng = np.random.default_rng(0)
     for _ in range(20):
-        center, radius, rotation = rng.uniform(30, 34, 2), rng.uniform(8, 20), rng.uniform(-0.3, 0.3)
-        _, coverage = polygon_coverage(shape_outline(shape, center, radius, rotation), 64)
+        center, radius, turn = rng.uniform(30, 34, 2), rng.uniform(8, 20), rng.uniform(-0.3, 0.3)
+        _, coverage = polygon_coverage(shape_outline(shape, center, radius, turn), 64)
         assert abs(coverage.sum() / shape_area(shape, radius) - 1) < 0.025
 
 
@@ -433,13 +435,15 @@ def test_captions_mention_every_object():
         assert np.array_equal(layers.image, sample.image)
         named = collections.Counter(
             re.findall(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b", sample.caption))
-        assert named == collections.Counter((s.colour, s.shape) for s in layers.shapes), sample.caption
+        expected = collections.Counter((s.colour, s.shape) for s in layers.shapes)
+        assert named == expected, sample.caption
         assert sample.caption.endswith("background")
     assert generate_captioned_image(11, 0).caption == generate_captioned_image(11, 0).caption
 
 
-@pytest.mark.parametrize("args, error", [((-1, 0), InvalidInputError), ((0, -2), InvalidInputError),
-                                         ((0, 0, 16), InvalidInputError), ((0.5, 0), InputTypeError)])
+@pytest.mark.parametrize("args, error", [
+    ((-1, 0), InvalidInputError), ((0, -2), InvalidInputError), ((0, 0, 16), InvalidInputError),
+    ((0.5, 0), InputTypeError)])
 def test_invalid_arguments_are_rejected(args, error):
     with pytest.raises(error):
         generate_scene(*args)

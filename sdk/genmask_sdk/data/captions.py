@@ -30,7 +30,9 @@ def join_phrases(phrases: list[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def compose_caption(rng: np.random.Generator, shapes: tuple[PlacedShape, ...], background: str) -> str:
+def compose_caption(
+    rng: np.random.Generator, shapes: tuple[PlacedShape, ...], background: str
+) -> str:
     """Caption naming every shape (colour and shape always, size class half of the time, shapes in
     random order) and the background style."""
     with_size = rng.random(len(shapes)) < SIZE_WORD_PROBABILITY

@@ -69,7 +69,8 @@ def flat_background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def gradient_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A linear ramp between two neutral tones along a random direction; float32 ``(size, size, 3)``."""
+    """A linear ramp between two neutral tones along a random direction; float32
+    ``(size, size, 3)``."""
     a = neutral_tone(rng)
     b = _second_tone(rng, a, (30.0, 90.0))
     angle = rng.uniform(0.0, 2.0 * math.pi)

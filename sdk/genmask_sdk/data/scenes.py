@@ -124,7 +124,9 @@ class ReferringDataset:
     generated on access (nothing is cached)."""
 
     def __init__(self, seed: int, n_scenes: int, size: int = 128):
-        check_scene_arguments(seed, n_scenes, size)
+        check_scene_arguments(seed, 0, size)
+        if isinstance(n_scenes, bool) or not isinstance(n_scenes, (int, np.integer)) or n_scenes < 0:
+            raise InvalidInputError(f"n_scenes must be an int >= 0, got {n_scenes!r}")
         self.seed, self.n_scenes, self.size = int(seed), int(n_scenes), int(size)
 
     def __len__(self) -> int:

@@ -13,6 +13,11 @@ materialises a (B, L, 6, D) modulation table. Here the same modules and paramete
 
 Shapes: latents (B, C=16, F, h, w) with h, w even; tokens are ordered frame-major
 (f, h/2, w/2) exactly as ``patch_embedding(...).flatten(2)`` orders them.
+
+Precision: the residual stream, norms, AdaLN modulation and time embedding are always float32;
+the Linear/Conv layers run in the weights' dtype. Casting the transformer to float16 therefore
+gives mixed precision by construction (what the fp16 ONNX export traces). For float32 weights
+this is diffusers' arithmetic exactly.
 """
 
 from __future__ import annotations
@@ -56,14 +61,19 @@ def rope_tables(transformer: WanTransformer3DModel, frames: int, height: int, wi
     return transformer.rope(shape_probe)
 
 
+def weight_dtype(transformer: WanTransformer3DModel) -> torch.dtype:
+    return transformer.proj_out.weight.dtype
+
+
 def patch_tokens(transformer: WanTransformer3DModel, latents: torch.Tensor) -> torch.Tensor:
-    """Patch embedding: latents (B, 16, F, h, w) -> tokens (B, F·h/2·w/2, D)."""
-    return transformer.patch_embedding(latents).flatten(2).transpose(1, 2).contiguous()
+    """Patch embedding: latents (B, 16, F, h, w) -> float32 tokens (B, F·h/2·w/2, D)."""
+    embedded = transformer.patch_embedding(latents.to(weight_dtype(transformer)))
+    return embedded.flatten(2).transpose(1, 2).float().contiguous()
 
 
 def context_states(transformer: WanTransformer3DModel, context: torch.Tensor) -> torch.Tensor:
-    """Project embedder states (B, L, text_dim) to the DiT width (B, L, D)."""
-    return transformer.condition_embedder.text_embedder(context)
+    """Project embedder states (B, L, text_dim) to the DiT width (B, L, D), weights' dtype."""
+    return transformer.condition_embedder.text_embedder(context.to(weight_dtype(transformer)))
 
 
 def cross_attention_mask(context_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -84,33 +94,34 @@ def _gate(residual: torch.Tensor, update: torch.Tensor, gate: torch.Tensor, fram
     """``residual + update * gate`` in float32, gate (B|1, F, 1, D) broadcast per frame."""
     batch, tokens, dim = residual.shape
     framed = update.float().reshape(batch, frames, tokens // frames, dim) * gate
-    return (residual.float() + framed.reshape(batch, tokens, dim)).type_as(residual)
+    return residual.float() + framed.reshape(batch, tokens, dim)
 
 
 def block_forward(block, hidden, context, attn_mask, proj, rope, frames: int) -> torch.Tensor:
     """One ``WanTransformerBlock`` (diffusers' arithmetic) with a cross-attention key mask.
 
-    hidden (B, F·T, D); context (B, L, D) projected; attn_mask (B, 1, 1, L) bool or None;
-    proj (B|1, F, 1, 6, D) float32; rope = (cos, sin).
+    hidden (B, F·T, D) float32 residual stream; context (B, L, D) projected; attn_mask
+    (B, 1, 1, L) bool or None; proj (B|1, F, 1, 6, D) float32; rope = (cos, sin).
     """
-    table = block.scale_shift_table.reshape(1, 1, 1, 6, -1)
+    compute = block.ffn.net[2].weight.dtype
+    table = block.scale_shift_table.float().reshape(1, 1, 1, 6, -1)
     shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = (table + proj).unbind(dim=3)
 
-    normed = _modulate(block.norm1(hidden.float()), scale_msa, shift_msa, frames).type_as(hidden)
+    normed = _modulate(block.norm1(hidden.float()), scale_msa, shift_msa, frames).to(compute)
     hidden = _gate(hidden, block.attn1(normed, None, None, rope), gate_msa, frames)
 
-    normed = block.norm2(hidden.float()).type_as(hidden)
-    hidden = hidden + block.attn2(normed, context, attn_mask, None)
+    normed = block.norm2(hidden.float()).to(compute)
+    hidden = hidden + block.attn2(normed, context, attn_mask, None).float()
 
-    normed = _modulate(block.norm3(hidden.float()), c_scale, c_shift, frames).type_as(hidden)
+    normed = _modulate(block.norm3(hidden.float()), c_scale, c_shift, frames).to(compute)
     return _gate(hidden, block.ffn(normed), c_gate, frames)
 
 
 def output_projection(transformer: WanTransformer3DModel, hidden: torch.Tensor, temb: torch.Tensor, frames: int) -> torch.Tensor:
     """Final AdaLN + ``proj_out``: hidden (B, F·T, D), temb (B|1, F, 1, D) -> (B, F·T, 16·4)."""
-    shift, scale = (transformer.scale_shift_table.reshape(1, 1, 2, -1) + temb).chunk(2, dim=2)
-    normed = _modulate(transformer.norm_out(hidden.float()), scale, shift, frames).type_as(hidden)
-    return transformer.proj_out(normed)
+    shift, scale = (transformer.scale_shift_table.float().reshape(1, 1, 2, -1) + temb).chunk(2, dim=2)
+    normed = _modulate(transformer.norm_out(hidden.float()), scale, shift, frames)
+    return transformer.proj_out(normed.to(weight_dtype(transformer))).float()
 
 
 def unpatchify(tokens: torch.Tensor, frames: int, height: int, width: int, patch=(1, 2, 2)) -> torch.Tensor:
@@ -136,7 +147,7 @@ def wan_velocity(
         context: (B, L, text_dim) embedder states.
         context_mask: (B, L) bool, True for real tokens; None means all real.
     Returns:
-        (B, 16, F, h, w) velocity in the latents' dtype.
+        (B, 16, F, h, w) float32 velocity.
     """
     _, _, frames, height, width = latents.shape
     rope = rope_tables(transformer, frames, height, width)
