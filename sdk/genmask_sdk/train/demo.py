@@ -46,7 +46,7 @@ class DemoTrainingConfig:
     n_scenes: int = 4000
     n_captioned: int = 2000
     image_size: int = 128
-    vae_steps: int = 600
+    vae_steps: int = 500
     vae_batch: int = 16
     vae_lr: float = 2e-3
     dit_steps: int = 3000

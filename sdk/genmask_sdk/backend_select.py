@@ -1,0 +1,217 @@
+"""Choosing and opening a backend for an engines directory.
+
+``open_engines`` turns (manifest, backend, precision, device) into a loaded pipeline plus a
+record of what was chosen. An explicit request is honoured or refused with
+BackendUnavailableError; only ``backend="auto"`` (and ``device=None``) choose, in the order
+``AUTO_ORDER`` on a GPU, and every option skipped is recorded with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .engine_dir import PRECISIONS, select_artifacts
+from .errors import BackendUnavailableError, ConfigError
+
+logger = logging.getLogger("genmask_sdk.segmenter")
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+ORT_PROVIDERS = ("cpu", "cuda", "tensorrt")
+#: What ``backend="auto"`` tries, fastest first: (backend, onnxruntime provider, needs a GPU).
+AUTO_ORDER = (("tensorrt", None, True), ("onnxruntime", "cuda", True), ("onnxruntime", "cpu", False),
+              ("torch", None, False))
+
+
+@dataclass
+class Opened:
+    """A loaded pipeline and how it was chosen."""
+
+    pipeline: Any
+    backend: str
+    provider: str | None
+    artifacts: dict[str, dict[str, Any]]
+    fallbacks: list[dict[str, str]] = field(default_factory=list)
+    model: Any = None  # the GenMaskModel of the torch backend
+
+
+def resolve_device(device: str | torch.device | None) -> tuple[torch.device, str | None]:
+    """``None`` -> cuda if torch sees a GPU, else cpu (with the reason); explicit cuda without a
+    GPU raises BackendUnavailableError."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device()), None
+        return torch.device("cpu"), "device=None: torch sees no CUDA GPU, so the CPU is used"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}.") from None
+    if resolved.type == "cpu":
+        return resolved, None
+    if resolved.type != "cuda":
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            f"device={str(device)!r} was requested but torch {torch.__version__} sees no CUDA GPU (CUDA build: "
+            f"{torch.version.cuda}). Use device='cpu', or install a CUDA build of torch on a machine with an NVIDIA GPU."
+        )
+    index = resolved.index if resolved.index is not None else torch.cuda.current_device()
+    if index >= torch.cuda.device_count():
+        raise BackendUnavailableError(f"device={device!r} but only {torch.cuda.device_count()} GPU(s) are visible.")
+    return torch.device("cuda", index), None
+
+
+def open_engines(manifest, config, backend: str, precision: str, device: torch.device,
+                 ort_provider: str | None, verify: bool = True) -> Opened:
+    """Load the requested backend, or for ``auto`` the first in ``AUTO_ORDER`` that works.
+
+    ``manifest`` is the exporter's ``Manifest``; ``verify`` also checks the checkpoint's sha256
+    when the torch backend loads it."""
+    directory = manifest.directory
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    if ort_provider is not None and ort_provider not in ORT_PROVIDERS:
+        raise ConfigError(f"ort_provider must be one of {ORT_PROVIDERS}, got {ort_provider!r}.")
+    if backend != "torch" and precision not in manifest.precisions:
+        raise BackendUnavailableError(
+            f"precision={precision!r} was requested but {directory} has only the sets "
+            f"{sorted(manifest.precisions)}; pick one of those, or build it: genmask build ... --precisions {precision}."
+        )
+    if backend != "auto":
+        provider = ort_provider or ("cuda" if device.type == "cuda" else "cpu")
+        if backend == "onnxruntime" and provider == "cpu" and device.type == "cuda":
+            raise ConfigError(f"ort_provider='cpu' runs the graphs on the CPU but device={str(device)!r}; "
+                              "pass device='cpu' (or ort_provider='cuda').")
+        return _open(manifest, config, backend, provider, precision, device, verify)
+    skipped: list[dict[str, str]] = []
+    for name, provider, needs_gpu in AUTO_ORDER:
+        label = name + (f"[{provider}]" if provider else "")
+        if needs_gpu and device.type != "cuda":
+            skipped.append({"option": label, "reason": f"needs a CUDA device, running on {device}"})
+            continue
+        try:
+            opened = _open(manifest, config, name, provider, precision, device, verify)
+        except BackendUnavailableError as exc:
+            skipped.append({"option": label, "reason": str(exc)})
+            continue
+        opened.fallbacks = skipped
+        reasons = "; ".join(f"{s['option']}: {s['reason'][:120]}" for s in skipped) or "none"
+        logger.info("backend='auto' chose %s (%s, %s); skipped: %s", label, precision, device, reasons)
+        return opened
+    raise BackendUnavailableError(
+        "backend='auto' found no usable backend:\n" + "\n".join(f"  {s['option']}: {s['reason']}" for s in skipped)
+    )
+
+
+def _open(manifest, config, backend: str, provider: str | None, precision: str, device: torch.device,
+          verify: bool) -> Opened:
+    directory = manifest.directory
+    if backend == "torch":
+        return _open_torch(manifest, config, precision, device, verify)
+    if backend == "tensorrt" and device.type != "cuda":
+        raise BackendUnavailableError(
+            f"backend='tensorrt' runs on a CUDA GPU, but the device is {str(device)!r} (torch sees "
+            f"{'a GPU' if torch.cuda.is_available() else 'no GPU'}); pass device='cuda' on a GPU machine, or use "
+            "backend='onnxruntime' on the CPU."
+        )
+    runtime = "tensorrt" if backend == "tensorrt" else "onnx"
+    try:
+        artifacts = select_artifacts(manifest, runtime, precision)
+    except LookupError as exc:
+        raise BackendUnavailableError(
+            f"backend={backend!r} precision={precision!r} is not available: {exc.args[0]} "
+            "Or choose another backend/precision (genmask info DIR lists what was built)."
+        ) from None
+    from .backends import RunnerPipeline
+
+    if backend == "tensorrt":
+        runners = _load_tensorrt(directory, artifacts, device)
+        pipeline = RunnerPipeline("tensorrt", runners, device, host_io=False)
+    else:
+        if provider != "cpu" and device.type != "cuda":
+            raise BackendUnavailableError(
+                f"onnxruntime provider {provider!r} runs on a CUDA device, but device={str(device)!r}; "
+                "pass device='cuda' or ort_provider='cpu'."
+            )
+        runners = _load_onnxruntime(directory, artifacts, provider, device)
+        on_cpu = provider == "cpu"  # (auto on a GPU host may end here: the fallback is recorded)
+        pipeline = RunnerPipeline("onnxruntime", runners, torch.device("cpu") if on_cpu else device, host_io=on_cpu)
+    try:
+        pipeline.check_graphs(config.resolution, config.embedder.hidden_size)
+    except Exception:
+        pipeline.close()
+        raise
+    return Opened(pipeline, backend, provider if backend == "onnxruntime" else None, artifacts)
+
+
+def _load_tensorrt(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], device: torch.device) -> dict:
+    from .runtime.tensorrt_runner import TensorRTRunner
+    from .runtime.trt_api import import_tensorrt
+
+    import_tensorrt()  # BackendUnavailableError with install instructions when missing
+    return _load_all({stage: TensorRTRunner(directory / a["file"], device=device) for stage, a in artifacts.items()})
+
+
+def _load_onnxruntime(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], provider: str,
+                      device: torch.device) -> dict:
+    try:
+        from .runtime.onnxruntime_runner import OnnxRuntimeRunner
+    except ImportError as exc:
+        raise BackendUnavailableError(f"onnxruntime is not installed ({exc}); pip install onnxruntime.") from None
+    index = device.index or 0
+    return _load_all({stage: OnnxRuntimeRunner(directory / a["file"], provider=provider, device_id=index)
+                      for stage, a in artifacts.items()})
+
+
+def _load_all(runners: dict) -> dict:
+    """Load every runner; on any failure close those already loaded and re-raise."""
+    loaded = []
+    try:
+        for runner in runners.values():
+            loaded.append(runner.load())
+    except Exception:
+        for runner in loaded:
+            runner.close()
+        raise
+    return runners
+
+
+def _open_torch(manifest, config, precision: str, device: torch.device, verify: bool) -> Opened:
+    """The PyTorch reference from the checkpoint the manifest records (fp32 only), checked
+    against the manifest (config, and the checkpoint's sha256 when ``verify``) and run at the
+    engines' resolution."""
+    from .backends import TorchPipeline
+    from .export.manifest import check_manifest, checkpoint_sha256
+    from .model.genmask import GenMaskModel
+
+    if precision != "fp32":
+        raise BackendUnavailableError(
+            f"backend='torch' runs fp32 only, got precision={precision!r}; use backend='onnxruntime' or "
+            "'tensorrt' for fp16/int8 engines."
+        )
+    record = manifest.data.get("checkpoint") or {}
+    path, source = record.get("path"), record.get("source")
+    location = path if path and Path(path).is_dir() else source
+    if not location:
+        raise BackendUnavailableError("the manifest records no checkpoint, so backend='torch' cannot load one.")
+    try:
+        model = GenMaskModel.from_pretrained(location, device=device)
+    except FileNotFoundError as exc:
+        raise BackendUnavailableError(
+            f"backend='torch' needs the checkpoint the engines were built from ({source or path}), which cannot "
+            f"be loaded: {exc}"
+        ) from None
+    directory = getattr(model, "checkpoint_dir", None)
+    check_manifest(manifest, model.config, checkpoint_sha256(directory) if verify and directory else None)
+    if model.config.resolution != config.resolution:  # engines may be exported at another resolution
+        model.config = model.config.replace(resolution=config.resolution)
+        model.invalidate()
+    files = {"checkpoint": {"file": str(directory or location), "sha256": record.get("sha256"),
+                            "runtime": "torch", "precision": "fp32"}}
+    return Opened(TorchPipeline(model), "torch", None, files, model=model)

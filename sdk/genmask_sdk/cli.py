@@ -1,0 +1,158 @@
+"""The ``genmask`` command line: ``segment``, ``build`` and ``info``.
+
+This module only parses arguments and calls library functions (``Segmenter``,
+``engine_dir.read_manifest``, ``genmask_sdk.export.cli.main``). Exit codes: 0 success, 1 a
+GenMask error (message on stderr, no traceback), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import GenMaskError
+
+OVERLAY_COLORS = [(0, 160, 255), (255, 200, 0), (0, 220, 120), (255, 80, 200), (160, 90, 255)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genmask", description="GenMask text-prompted segmentation.")
+    parser.add_argument("--version", action="version", version=f"genmask-sdk {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log backend choices and loading steps")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    seg = commands.add_parser("segment", help="segment the object(s) named by PROMPT in IMAGE",
+                              description="Segment IMAGE for each PROMPT; prints timings, mask area and score.")
+    seg.add_argument("image", metavar="IMAGE", help="image file (PNG/JPEG; EXIF orientation honoured)")
+    seg.add_argument("prompts", metavar="PROMPT", nargs="+", help='phrase such as "the red circle"; several allowed')
+    source = seg.add_mutually_exclusive_group()
+    source.add_argument("--engines", metavar="DIR", help="engines directory written by 'genmask build'")
+    source.add_argument("--checkpoint", metavar="NAME", help="'demo' or a checkpoint directory (PyTorch backend)")
+    seg.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "torch"],
+                     help="with --engines (default: auto, the fastest available)")
+    seg.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="with --engines")
+    seg.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    seg.add_argument("--out", metavar="PNG", help="write an overlay of all masks on the image")
+    seg.add_argument("--json", action="store_true", help="print machine-readable results (with COCO RLE)")
+
+    commands.add_parser("build", help="export and build engines (delegates to genmask_sdk.export.cli)",
+                        add_help=False)
+
+    info = commands.add_parser("info", help="summarise and verify an engines directory")
+    info.add_argument("directory", metavar="DIR")
+    info.add_argument("--no-verify", action="store_true", help="skip the sha256 checks")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "build":
+        return _build(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="genmask: %(message)s")
+    try:
+        return _segment(args) if args.command == "segment" else _info(args)
+    except GenMaskError as exc:
+        print(f"genmask {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _build(argv: list[str]) -> int:
+    try:
+        from .export.cli import main as export_main
+    except ImportError as exc:
+        if exc.name not in ("genmask_sdk.export.cli", "genmask_sdk.export"):
+            raise
+        print("genmask build: error: this installation has no engine builder (genmask_sdk.export.cli).",
+              file=sys.stderr)
+        return 2
+    return int(export_main(argv) or 0)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from .segmenter import Segmenter
+
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars from the embedder
+    if args.engines:
+        segmenter = Segmenter.from_engines(args.engines, backend=args.backend, precision=args.precision,
+                                           device=args.device)
+    else:
+        if args.backend not in ("auto", "torch") or args.precision != "fp32":
+            print("genmask segment: error: --backend/--precision need --engines; a checkpoint runs in PyTorch fp32.",
+                  file=sys.stderr)
+            return 2
+        segmenter = Segmenter.from_pretrained(args.checkpoint or "demo", device=args.device or "cpu")
+    with segmenter:
+        results = segmenter.predict(args.image, list(args.prompts))
+        described = segmenter.describe()
+    overlay = None
+    if args.out:
+        from .io import atomic_path
+
+        for i, result in enumerate(results):
+            overlay = result.overlay(overlay, color=OVERLAY_COLORS[i % len(OVERLAY_COLORS)])
+        with atomic_path(args.out) as tmp:
+            overlay.save(tmp, format="PNG")
+    if args.json:
+        payload = {"image": args.image, "size": list(results[0].size),
+                   "backend": {k: described[k] for k in ("backend", "precision", "provider", "device", "source")},
+                   "results": [r.to_dict() for r in results], "overlay": args.out}
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(f"{described['backend']} {described['precision']} on {described['device']} "
+          f"({described['source']['path'] or 'in-memory model'})")
+    height, width = results[0].size
+    for result in results:
+        share = 100.0 * result.area / (height * width)
+        print(f"{result.prompt!r}: area {result.area} px ({share:.1f}% of {width}x{height}), score {result.score:.3f}")
+    print(f"timings ({len(results)} prompt(s), one call): {results[0].timings}")
+    if args.out:
+        print(f"overlay written to {args.out}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .engine_dir import open_manifest, describe_manifest
+
+    verify = not args.no_verify
+    failure = None
+    try:
+        manifest = open_manifest(args.directory, verify=verify)
+    except GenMaskError as exc:
+        if not verify:
+            raise
+        failure = exc
+        manifest = open_manifest(args.directory, verify=False)  # still summarise; raises if unreadable
+    summary = describe_manifest(manifest.data)
+    summary["verification"] = f"FAILED: {failure}" if failure else ("sha256 OK" if verify else "skipped")
+    if failure:
+        print(f"genmask info: error: {failure}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 1 if failure else 0
+    embedder = summary["embedder"]
+    print(f"engines: {args.directory}")
+    print(f"  model {summary['model']}, resolution {summary['resolution']}, max_batch {summary['max_batch']}, "
+          f"max_prompt_tokens {summary['max_prompt_tokens']}")
+    print(f"  embedder {embedder.get('kind')} ({embedder.get('name_or_path')}, D={embedder.get('hidden_size')})")
+    print(f"  format {summary['format_version']}, built by genmask-sdk {summary['sdk_version']}, "
+          f"checkpoint {summary['checkpoint'].get('source')}")
+    for artifact in summary["artifacts"]:
+        print(f"  {artifact['stage']:<12} {artifact['precision']:<5} {artifact['runtime']:<9} {artifact['file']}  "
+              f"sha256 {str(artifact['sha256'])[:12]}")
+    sets = ", ".join(f"{p} ({'+'.join(r) or 'nothing built'})" for p, r in sorted(summary["sets"].items()))
+    print(f"  sets: {sets}")
+    print(f"verification: {summary['verification']} ({len(summary['artifacts'])} files)")
+    return 1 if failure else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Command line of the engine builder: ``python export/build_engines.py`` and ``genmask build``.
+
+Only parses arguments and calls ``genmask_sdk.export.pipeline.build_engines``. Exit codes: 0 built
+(or reused), 1 a GenMask error (message on stderr), 2 bad usage (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from ..errors import GenMaskError
+
+DESCRIPTION = """\
+Export a GenMask checkpoint to ONNX graphs (vae_encoder, dit, mask_head) in fp32, fp16 and int8,
+check each against PyTorch with ONNX Runtime on CPU, build TensorRT plans where TensorRT and a GPU
+are available, and write OUT/manifest.json. With no arguments: the demo checkpoint into
+engines/demo, all three precisions. Re-running with unchanged inputs reuses the files."""
+
+EPILOG = """\
+calibration folder (--calib DIR): images plus one prompt file, image paths relative to DIR:
+  DIR/prompts.json   {"kitchen.jpg": "the red mug", "desk.png": ["the stapler", "the left monitor"]}
+                     or [{"image": "kitchen.jpg", "prompt": "the red mug"}, ...]
+  DIR/prompts.txt    one "<image path> | <prompt>" per line; '#' starts a comment line
+Samples are used in the order listed (the first --calib-size); images are letterboxed to the
+engine resolution as at inference; the first few also serve as fidelity-check inputs.
+
+precision sets: fp32 = fp32 graphs; fp16 = fp16 VAE encoder + fp16 DiT (norms, softmax,
+residuals fp32) + fp32 mask head; int8 = fp32 VAE encoder + Q/DQ int8 DiT + fp32 mask head.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="build_engines", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="demo", metavar="NAME",
+                        help="'demo' (shipped checkpoint, default), a checkpoint directory written by "
+                             "GenMaskModel.save_pretrained, or a Hugging Face hub id owner/name")
+    parser.add_argument("--out", metavar="DIR", help="engines directory (default: engines/<checkpoint name>)")
+    parser.add_argument("--precisions", default="fp32,fp16,int8", metavar="LIST",
+                        help="comma-separated subset of fp32,fp16,int8 (default: all three)")
+    parser.add_argument("--resolution", type=int, metavar="R",
+                        help="engine resolution, a multiple of 16 (default: the checkpoint config's)")
+    parser.add_argument("--calib", metavar="DIR",
+                        help="int8 calibration and check inputs: 'demo' (procedural scenes, default), a folder of "
+                             "images with prompts.json/prompts.txt (format below), or 'random' (smoke tests only)")
+    parser.add_argument("--calib-size", type=int, default=64, metavar="N",
+                        help="number of int8 calibration samples (default: 64)")
+    parser.add_argument("--max-prompt-tokens", type=int, metavar="L",
+                        help="longest prompt the dynamic shapes / TensorRT profiles allow (default: the embedder's)")
+    parser.add_argument("--max-batch", type=int, default=8, metavar="B",
+                        help="largest batch the TensorRT profiles allow (default: 8)")
+    parser.add_argument("--tensorrt", choices=["auto", "on", "off"], default="auto",
+                        help="plans: auto = build if TensorRT and a GPU are available, else print why and the "
+                             "trtexec commands; on = required (error if unavailable); off = skip (default: auto)")
+    parser.add_argument("--workspace", type=float, default=4.0, metavar="GIB",
+                        help="TensorRT builder workspace in GiB (default: 4; use less on 8 GB Jetsons)")
+    parser.add_argument("--force", action="store_true", help="rebuild everything even if valid files exist")
+    parser.add_argument("--opset", type=int, default=18, choices=range(17, 21), metavar="N",
+                        help="ONNX opset, 17..20 (default 18; <= 20 loads on TensorRT 10.3 / JetPack 6)")
+    parser.add_argument("--int8-keep-blocks", type=int, default=1, metavar="K",
+                        help="first and last K transformer blocks stay unquantized in the int8 DiT (default: 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    precisions = [p.strip() for p in args.precisions.replace(" ", ",").split(",") if p.strip()]
+    from .pipeline import build_engines
+
+    try:
+        result = build_engines(
+            args.checkpoint, args.out, precisions, resolution=args.resolution, calib=args.calib,
+            calib_size=args.calib_size, max_prompt_tokens=args.max_prompt_tokens, max_batch=args.max_batch,
+            tensorrt=args.tensorrt, workspace_gib=args.workspace, force=args.force, opset=args.opset,
+            int8_keep_blocks=args.int8_keep_blocks, progress=not args.no_progress,
+        )
+    except GenMaskError as exc:
+        print(f"build_engines: error: {exc}", file=sys.stderr)
+        return 1
+    for precision, entry in result.manifest.data["sets"].items():
+        files = ", ".join(entry["onnx"].values())
+        plans = ", ".join(entry["tensorrt"].values()) if entry.get("tensorrt") else "no TensorRT plans"
+        print(f"{precision}: {files}; {plans}")
+    return 0

@@ -1,0 +1,236 @@
+"""``engines/<name>/manifest.json``: what was built, from what, with which tools, and how faithful.
+
+Schema (format_version 1; every path is relative to the engines directory)::
+
+    {
+      "format_version": 1,
+      "sdk_version": "0.1.0",
+      "created": "2026-11-22T10:00:00Z",
+      "config": {...GenMaskConfig.to_dict() as exported, resolution included...},
+      "checkpoint": {"source": "demo", "path": "/abs/checkpoint/dir", "sha256": "<hex>"},
+      "resolution": 128, "max_batch": 8, "max_prompt_tokens": 32,
+      "build_inputs": {...everything the ONNX files depend on; equal -> files are reused...},
+      "tools": {"torch": "2.13.0", "diffusers": "0.42.1", "onnx": "1.23.2", "onnxruntime": "1.31.1",
+                "onnxscript": "0.5.0", "tensorrt": null},
+      "tensorrt": {"built": false, "reason": "...", "trtexec": {"dit.fp16.onnx": "trtexec ..."}},
+      "artifacts": [
+        {"stage": "dit", "precision": "fp16", "runtime": "onnx", "file": "dit.fp16.onnx",
+         "sha256": "<hex>", "bytes": 123, "external_data": [{"file": "dit.fp16.onnx.data", "sha256": ..., "bytes": ...}],
+         "inputs": [{"name": "z_img", "dtype": "float32", "shape": [null, 16, 16, 16]}, ...],
+         "outputs": [{"name": "x0", "dtype": "float32", "shape": [null, 16, 16, 16]}],
+         "profiles": {"z_img": [[1, 16, 16, 16], [1, 16, 16, 16], [8, 16, 16, 16]], ...},
+         "opset": 18, "export_seconds": 11.2, "details": {...precision method...},
+         "graph": {"ops": {"MatMul": 31, ...}, "folded": [...]},
+         "fidelity": {"max_abs_error": 7e-4, "mask_iou_mean": 0.998, ...}},
+        {"stage": "dit", "precision": "fp16", "runtime": "tensorrt", "file": "dit.fp16.plan",
+         "source": "dit.fp16.onnx", "tensorrt_version": "10.13.3.9", "compute_capability": [8, 7], ...}
+      ],
+      "sets": {"fp16": {"onnx": {"vae_encoder": "vae_encoder.fp16.onnx", "dit": "dit.fp16.onnx",
+                                 "mask_head": "mask_head.fp32.onnx"},
+                        "tensorrt": null}}
+    }
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import GenMaskConfig
+from ..errors import ArtifactMismatchError, ArtifactNotFoundError
+from ..io import atomic_write_text, sha256_file
+from ..runtime.base import TensorSpec
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def checkpoint_sha256(directory: str | Path) -> str:
+    """SHA-256 over a checkpoint directory: for each file (sorted by relative POSIX path, hidden
+    files and folders skipped, symlinks followed) its path, size and content."""
+    root = Path(directory)
+    digest = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise ArtifactNotFoundError(f"checkpoint directory {root} holds no files.")
+    for path in files:
+        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0".encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, str | None]:
+    """Versions of the tools that shape the artefacts (``tensorrt`` is None when not installed)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in ("torch", "diffusers", "onnx", "onnxruntime", "onnxscript", "tensorrt"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    if versions["onnxruntime"] is None:  # the GPU wheel has another distribution name
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    return versions
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def rebuild_hint(data: dict | None, directory: Path) -> str:
+    source = ((data or {}).get("checkpoint") or {}).get("source", "<checkpoint>")
+    return f"Re-run `python export/build_engines.py --checkpoint {source} --out {directory}` (add --force to rebuild all)."
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A loaded manifest: ``data`` is the JSON object, ``directory`` the engines directory."""
+
+    directory: Path
+    data: dict[str, Any]
+
+    @property
+    def config(self) -> GenMaskConfig:
+        return GenMaskConfig.from_dict(self.data["config"])
+
+    @property
+    def artifacts(self) -> list[dict[str, Any]]:
+        return self.data["artifacts"]
+
+    @property
+    def precisions(self) -> list[str]:
+        return list(self.data["sets"])
+
+    def artifact(self, stage: str, precision: str, runtime: str = "onnx") -> dict[str, Any]:
+        """The record of the file serving ``stage`` in the ``precision`` set on ``runtime``."""
+        files = self.files(precision, runtime)
+        if stage not in files:
+            raise ArtifactNotFoundError(f"{self.directory}: no {stage} in the {precision} set. "
+                                        + rebuild_hint(self.data, self.directory))
+        return next(a for a in self.artifacts if a["file"] == files[stage].name)
+
+    def files(self, precision: str, runtime: str = "onnx") -> dict[str, Path]:
+        """Stage -> absolute path of the ``precision`` set on ``runtime`` ("onnx" or "tensorrt")."""
+        entry = self.data["sets"].get(precision)
+        if entry is None or not entry.get(runtime):
+            built = {p: [r for r, f in e.items() if f] for p, e in self.data["sets"].items()}
+            raise ArtifactNotFoundError(f"{self.directory} has no {precision} set for {runtime} (built: {built}). "
+                                        f"Build it with --precisions {precision}"
+                                        + (" on a machine with TensorRT and a GPU" if runtime == "tensorrt" else "")
+                                        + ". " + rebuild_hint(self.data, self.directory))
+        return {stage: self.directory / name for stage, name in entry[runtime].items()}
+
+    def specs(self, stage: str, precision: str, runtime: str = "onnx") -> tuple[list[TensorSpec], list[TensorSpec]]:
+        record = self.artifact(stage, precision, runtime)
+        return ([TensorSpec.from_json(s) for s in record["inputs"]], [TensorSpec.from_json(s) for s in record["outputs"]])
+
+
+def write_manifest(directory: Path, data: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` atomically (temp file, then rename)."""
+    path = Path(directory) / MANIFEST_NAME
+    atomic_write_text(path, _dumps(data) + "\n")
+    return path
+
+
+_FLAT_LIST = re.compile(r"\[\n\s*((?:-?[0-9.eE+-]+|null|true|false)(?:,\s*(?:-?[0-9.eE+-]+|null|true|false))*)\s*\]")
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    """Indented JSON with lists of numbers (shapes) kept on one line."""
+    text = json.dumps(data, indent=2)
+    return _FLAT_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest's JSON, unchecked beyond parsing (ArtifactNotFoundError / ArtifactMismatchError)."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise ArtifactNotFoundError(f"{path} does not exist: {directory} holds no complete engine build. "
+                                    + rebuild_hint(None, directory))
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactMismatchError(f"{path} is not valid JSON ({exc}). " + rebuild_hint(None, directory)) from exc
+    if not isinstance(data, dict):
+        raise ArtifactMismatchError(f"{path} is not a manifest object. " + rebuild_hint(None, directory))
+    return data
+
+
+def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
+    """Load and check ``<directory>/manifest.json``.
+
+    Checks the format version and the SDK major version, and with ``verify`` that every file
+    (graphs, external data, plans) exists and has the recorded SHA-256. Raises
+    ArtifactNotFoundError (missing manifest or file) or ArtifactMismatchError (other version,
+    corrupt or changed file), each with the command that rebuilds the directory.
+    """
+    directory = Path(directory)
+    data = read_manifest(directory)
+    hint = rebuild_hint(data, directory)
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ArtifactMismatchError(f"{directory}/{MANIFEST_NAME} has format_version {data.get('format_version')!r}; "
+                                    f"this SDK reads {FORMAT_VERSION}. {hint}")
+    built_major = str(data.get("sdk_version", "")).split(".")[0]
+    if built_major != __version__.split(".")[0]:
+        raise ArtifactMismatchError(f"{directory} was built by genmask-sdk {data.get('sdk_version')!r}; this is "
+                                    f"{__version__} (major versions differ). {hint}")
+    for key in ("config", "checkpoint", "artifacts", "sets"):
+        if key not in data:
+            raise ArtifactMismatchError(f"{directory}/{MANIFEST_NAME} lacks {key!r}. {hint}")
+    manifest = Manifest(directory, data)
+    if verify:
+        verify_files(manifest)
+    return manifest
+
+
+def verify_files(manifest: Manifest) -> None:
+    """Every recorded file exists and matches its SHA-256 (see ``load_manifest``)."""
+    hint = rebuild_hint(manifest.data, manifest.directory)
+    for artifact in manifest.artifacts:
+        for record in [artifact] + list(artifact.get("external_data", [])):
+            path = manifest.directory / record["file"]
+            if not path.is_file():
+                raise ArtifactNotFoundError(f"{path} is listed in the manifest but missing. {hint}")
+            if path.stat().st_size != record.get("bytes", path.stat().st_size) or sha256_file(path) != record["sha256"]:
+                raise ArtifactMismatchError(f"{path} does not match its manifest checksum (corrupted, truncated or "
+                                            f"replaced). {hint}")
+
+
+def check_manifest(manifest: Manifest, config: GenMaskConfig | None = None, checkpoint_sha256: str | None = None,
+                   *, check_resolution: bool = False) -> None:
+    """Raise ArtifactMismatchError unless the engines were built from ``config`` / this checkpoint.
+
+    The resolution is ignored unless ``check_resolution`` (engines may be exported at another
+    resolution than the checkpoint's default, with ``--resolution``); every other config field
+    (architecture, embedder, t*, noise seed, mask decoder) must be equal.
+    """
+    hint = rebuild_hint(manifest.data, manifest.directory)
+    problems = []
+    if checkpoint_sha256 is not None and manifest.data["checkpoint"].get("sha256") != checkpoint_sha256:
+        problems.append(f"checkpoint sha256 {manifest.data['checkpoint'].get('sha256', '')[:12]}... != "
+                        f"{checkpoint_sha256[:12]}...")
+    if config is not None:
+        built = dict(manifest.data["config"])
+        wanted = json.loads(config.to_json())
+        if not check_resolution:
+            built.pop("resolution", None)
+            wanted.pop("resolution", None)
+        built = json.loads(json.dumps(built, sort_keys=True))
+        differing = sorted(k for k in set(built) | set(wanted) if built.get(k) != wanted.get(k))
+        if differing:
+            problems.append(f"config fields differ: {differing}")
+    if problems:
+        raise ArtifactMismatchError(f"engines in {manifest.directory} were built for another model ("
+                                    + "; ".join(problems) + f"). {hint}")

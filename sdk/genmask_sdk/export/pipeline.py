@@ -1,0 +1,387 @@
+"""``build_engines``: a GenMask checkpoint -> ``engines/<name>/`` with ONNX graphs in FP32, FP16 and
+INT8, TensorRT plans where TensorRT and a GPU exist, and ``manifest.json`` (DESIGN.md §3).
+
+Sets (precision -> file per stage)::
+
+    fp32: vae_encoder.fp32.onnx  dit.fp32.onnx  mask_head.fp32.onnx
+    fp16: vae_encoder.fp16.onnx  dit.fp16.onnx  mask_head.fp32.onnx
+    int8: vae_encoder.fp32.onnx  dit.int8.onnx  mask_head.fp32.onnx
+
+The INT8 set uses the fp32 VAE encoder: its latents are what the DiT was calibrated on, and the
+DiT dominates the cost (≈ 6.6 of 7 TFLOP at 512², DESIGN.md §6); swap in the fp16 encoder file if
+the VAE matters on your device. The mask head (one 16 -> 64 Linear) is fp32 in every set.
+
+Each graph is checked against the float32 PyTorch model with ONNX Runtime on CPU right after
+export (``fidelity.py``); a graph past its tolerance aborts the build. Files are staged and moved
+into place at the end, manifest last (``staging.py``). A re-run whose inputs (checkpoint hash,
+config, export options, tool versions) equal the previous manifest's ``build_inputs`` reuses every
+listed file that still verifies, and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .. import __version__
+from ..config import GenMaskConfig
+from ..errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError
+from . import calibration
+from .fidelity import check_graph, reference
+from .fp16 import convert_vae_to_fp16, export_fp16_dit
+from .graphs import DEFAULT_OPSET, PRECISIONS, DitGraph, check_signature, export_graph, module_bytes, signature
+from .int8 import quantize_dit
+from .manifest import (FORMAT_VERSION, Manifest, checkpoint_sha256, file_record, read_manifest, tool_versions,
+                       verify_files)
+from .onnx_io import EXTERNAL_DATA_THRESHOLD, check_onnx, external_data_files, io_specs, op_counts
+from .staging import Staging, commit, remove_stale_staging
+from .tensorrt_steps import TensorRTStep
+
+#: precision set -> precision of the file used for each stage.
+SETS: dict[str, dict[str, str]] = {
+    "fp32": {"vae_encoder": "fp32", "dit": "fp32", "mask_head": "fp32"},
+    "fp16": {"vae_encoder": "fp16", "dit": "fp16", "mask_head": "fp32"},
+    "int8": {"vae_encoder": "fp32", "dit": "int8", "mask_head": "fp32"},
+}
+# Build order: fp32 graphs first (sources of the fp16 VAE and the int8 DiT).
+_ORDER = [("vae_encoder", "fp32"), ("dit", "fp32"), ("mask_head", "fp32"), ("vae_encoder", "fp16"),
+          ("dit", "fp16"), ("dit", "int8")]
+FOLDED = ["t* and x_t* = t*·ε* (fixed noise) with its patch tokens",
+          "time embedding and AdaLN modulation of both frames (t = 0 image frame, t = t* mask frame)",
+          "3-D RoPE cos/sin tables"]
+
+
+def graph_file(stage: str, precision: str) -> str:
+    return f"{stage}.{precision}.onnx"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Options of ``build_engines`` (see its docstring)."""
+
+    precisions: tuple[str, ...] = PRECISIONS
+    resolution: int | None = None
+    max_batch: int = 8
+    max_prompt_tokens: int | None = None
+    calib: str | None = None
+    calib_size: int = 64
+    tensorrt: str = "auto"
+    workspace_gib: float = 4.0
+    force: bool = False
+    opset: int = DEFAULT_OPSET
+    int8_keep_blocks: int = 1
+    check_samples: int = 4
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown or not self.precisions:
+            raise ConfigError(f"precisions must be a non-empty subset of {PRECISIONS}, got {list(self.precisions)}.")
+        if self.tensorrt not in ("auto", "on", "off"):
+            raise ConfigError(f"tensorrt must be 'auto', 'on' or 'off', got {self.tensorrt!r}.")
+        for name in ("max_batch", "calib_size", "check_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ConfigError(f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}.")
+        if self.workspace_gib <= 0:
+            raise ConfigError(f"workspace must be a positive number of GiB, got {self.workspace_gib}.")
+
+
+@dataclass
+class BuildResult:
+    """What ``build_engines`` did: the loaded manifest and which files were built or reused."""
+
+    directory: Path
+    manifest: Manifest
+    built: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def build_engines(checkpoint: str | Path = "demo", out: str | Path | None = None,
+                  precisions: Sequence[str] = PRECISIONS, *, model=None, log: Callable[[str], None] | None = None,
+                  **options: Any) -> BuildResult:
+    """Export a GenMask checkpoint to ONNX (and TensorRT plans where possible) with a manifest.
+
+    Args:
+        checkpoint: ``"demo"``, a checkpoint directory (``GenMaskModel.save_pretrained``) or a hub id.
+        out: engines directory; default ``engines/<checkpoint name>`` under the working directory.
+        precisions: any of ``"fp32"``, ``"fp16"``, ``"int8"``.
+        model: an in-memory ``GenMaskModel`` to export instead of loading ``checkpoint`` (its
+            "checkpoint sha256" is then a hash of its config and state dict).
+        log: where progress lines go (default: print).
+        **options: fields of ``BuildOptions``: ``resolution`` (engine resolution R, default the
+            config's), ``max_batch`` (8), ``max_prompt_tokens`` (the embedder's limit),
+            ``calib`` ("demo", a folder — format in ``calibration.py`` — or "random"),
+            ``calib_size`` (64), ``tensorrt`` ("auto" | "on" | "off"), ``workspace_gib`` (4),
+            ``force`` (rebuild everything), ``opset`` (18), ``int8_keep_blocks`` (1: first and
+            last block stay unquantized), ``check_samples`` (4), ``external_data_threshold``
+            (bytes of weights above which they go to ``<file>.data``), ``progress`` (tqdm bars).
+
+    Returns a BuildResult; raises ConfigError, ArtifactNotFoundError, BackendUnavailableError
+    (``tensorrt="on"`` without TensorRT), ExportError / FidelityError (a graph failed its check).
+    """
+    start = time.perf_counter()
+    opts = BuildOptions(precisions=tuple(dict.fromkeys(precisions)), **options)
+    return _Build(checkpoint, out, opts, model, log or _print).run(start)
+
+
+def _print(line: str) -> None:
+    print(f"[build_engines] {line}", flush=True)
+
+
+class _Build:
+    """State of one build; ``run`` does it."""
+
+    def __init__(self, checkpoint, out, opts: BuildOptions, model, log) -> None:
+        self.opts, self.log, self._model = opts, log, model
+        self.source, self.checkpoint_dir, self.checkpoint_hash, config = _resolve_source(checkpoint, model)
+        self.config = config.replace(resolution=opts.resolution) if opts.resolution else config
+        self.max_prompt_tokens = opts.max_prompt_tokens or self.config.embedder.max_prompt_tokens
+        self.out = Path(out) if out is not None else Path("engines") / _default_name(checkpoint, model)
+        self.records: dict[tuple[str, str, str], dict] = {}
+        self.staged: list[str] = []
+        self.built: list[str] = []
+        self.reused: list[str] = []
+        self._ref = self._calib = None
+        self.trt = TensorRTStep(self)
+
+    # ---- inputs --------------------------------------------------------------------------------
+    @property
+    def model(self):
+        """The float32 model at the engine resolution (loaded on first use)."""
+        if self._model is None:
+            from ..model import GenMaskModel
+
+            self.log(f"loading checkpoint {self.source}")
+            self._model = GenMaskModel.from_pretrained(self.checkpoint_dir)
+        if self._model.config != self.config:
+            self._model.config = self.config
+            self._model.invalidate()
+        return self._model.eval()
+
+    def build_inputs(self) -> dict:
+        tools = {k: v for k, v in tool_versions().items() if k != "tensorrt"}
+        return {"sdk_version": __version__, "checkpoint_sha256": self.checkpoint_hash,
+                "config": json.loads(self.config.to_json()), "opset": self.opts.opset,
+                "calib": calibration.describe(self.opts.calib), "calib_size": self.opts.calib_size,
+                "int8_keep_blocks": self.opts.int8_keep_blocks, "check_samples": self.check_count,
+                "external_data_threshold": self.opts.external_data_threshold, "tools": tools}
+
+    @property
+    def check_count(self) -> int:
+        return min(self.opts.check_samples, self.opts.max_batch)
+
+    def reference(self):
+        if self._ref is None:
+            self.log(f"computing PyTorch reference on {self.check_count} check inputs")
+            batch = calibration.samples(self.opts.calib, self.check_count, self.config.resolution, check=True)
+            self._ref = reference(self.model, calibration.encode(self.model, batch))
+        return self._ref
+
+    def calibration_feeds(self) -> list[dict]:
+        if self._calib is None:
+            from tqdm.auto import tqdm
+
+            if self.opts.calib == "random":
+                self.log("WARNING: int8 calibrated on random inputs (--calib random): fine for smoke tests only")
+            batch = calibration.samples(self.opts.calib, self.opts.calib_size, self.config.resolution)
+            if len(batch) < self.opts.calib_size:
+                self.log(f"calibration folder has {len(batch)} samples (< --calib-size {self.opts.calib_size}); using all")
+            rows = []
+            for i in tqdm(range(0, len(batch), 8), desc="encode calibration inputs", disable=not self.opts.progress):
+                rows += calibration.encode(self.model, batch[i:i + 8]).rows()
+            self._calib = [r.dit_feeds() for r in rows]
+        return self._calib
+
+    # ---- run -----------------------------------------------------------------------------------
+    def run(self, start: float) -> BuildResult:
+        self.trt.decide()
+        inputs = self.build_inputs()
+        previous = self._previous(inputs)
+        wanted = [(s, p) for s, p in _ORDER if any(SETS[q][s] == p for q in self.opts.precisions)]
+        remove_stale_staging(self.out, self.log)
+        with Staging(self.out) as staging:
+            self.staging = staging
+            for stage, precision in wanted:
+                self._artifact(stage, precision, previous)
+            self.trt.run(previous)
+            data = self._manifest(inputs)
+            listed = _listed_files(data)
+            stale = sorted(_listed_files(self.old_data) - listed)
+            commit(staging, [f for f in self.staged if f in listed], data, stale, self.log)
+        from .manifest import load_manifest
+
+        manifest = load_manifest(self.out, verify=True)
+        seconds = time.perf_counter() - start
+        self.log(f"done in {seconds:.1f} s: {self.out / 'manifest.json'} (built {len(self.built)}, reused {len(self.reused)})")
+        return BuildResult(self.out, manifest, self.built, self.reused, seconds)
+
+    def _previous(self, inputs: dict) -> Manifest | None:
+        """The previous manifest if its files may be reused (same build inputs, not --force);
+        ``self.old_data`` keeps its JSON (to delete files it lists that this build drops)."""
+        self.old_data: dict = {}
+        try:
+            data = read_manifest(self.out)
+        except ArtifactNotFoundError:
+            return None
+        except ArtifactMismatchError as exc:
+            self.log(f"previous manifest unusable ({exc}); rebuilding everything")
+            return None
+        self.old_data = data
+        previous = Manifest(self.out, data)
+        if self.opts.force:
+            self.log("--force: rebuilding everything")
+        elif data.get("format_version") != FORMAT_VERSION:
+            self.log("previous manifest has another format version; rebuilding everything")
+        elif data.get("build_inputs") != json.loads(json.dumps(inputs)):
+            changed = sorted(k for k in inputs if (data.get("build_inputs") or {}).get(k) != json.loads(json.dumps(inputs[k])))
+            self.log(f"inputs changed since the previous build ({', '.join(changed)}); rebuilding everything")
+        else:
+            return previous
+        return None
+
+    def reusable(self, previous: Manifest | None, stage: str, precision: str, runtime: str) -> dict | None:
+        if previous is None:
+            return None
+        for record in previous.artifacts:
+            if (record["stage"], record["precision"], record["runtime"]) == (stage, precision, runtime):
+                try:
+                    verify_files(Manifest(self.out, {**previous.data, "artifacts": [record]}))
+                except (ArtifactNotFoundError, ArtifactMismatchError) as exc:
+                    self.log(f"not reusing {record['file']}: {exc}")
+                    return None
+                return record
+        return None
+
+    def _artifact(self, stage: str, precision: str, previous: Manifest | None) -> None:
+        name = graph_file(stage, precision)
+        old = self.reusable(previous, stage, precision, "onnx")
+        if old is not None:
+            self.log(f"reused {name} (same checkpoint, config and options; sha256 verified)")
+            self.records[(stage, precision, "onnx")] = {**old, "profiles": self.profiles(stage)}
+            self.reused.append(name)
+            return
+        path = self.staging.path(name)
+        self.log(f"exporting {name}")
+        start = time.perf_counter()
+        details = self._export(stage, precision, path)
+        check_onnx(path)
+        check_signature(path, signature(stage, self.config), stage)
+        export_seconds = time.perf_counter() - start
+        fidelity = check_graph(path, stage, precision, self.reference(), self.model.mask_head)
+        record = self._record(stage, precision, path, details, export_seconds, fidelity)
+        self.records[(stage, precision, "onnx")] = record
+        self.staged += [name] + [e["file"] for e in record["external_data"]]
+        self.built.append(name)
+        extra = f", mask IoU {fidelity['mask_iou_mean']:.4f}" if "mask_iou_mean" in fidelity else ""
+        self.log(f"{name}: {export_seconds:.1f} s, max |onnx - torch| {fidelity['max_abs_error']:.3g}{extra}")
+
+    def _source(self, stage: str) -> Path:
+        """The fp32 graph of ``stage`` (built or reused in this run)."""
+        record = self.records[(stage, "fp32", "onnx")]
+        staged = self.staging.path(record["file"])
+        return staged if staged.is_file() else self.out / record["file"]
+
+    def _export(self, stage: str, precision: str, path: Path) -> dict:
+        model, opts = self.model, self.opts
+        if precision == "fp32":
+            module = {"vae_encoder": model.vae_encoder, "mask_head": lambda: model.mask_head,
+                      "dit": lambda: DitGraph(model.one_step_dit())}[stage]()
+            big = module_bytes(module) > opts.external_data_threshold
+            seconds = export_graph(module, stage, self.config, path, opset=opts.opset, external_data=big)
+            return {"method": "torch.onnx.export(dynamo=True), float32", "trace_seconds": round(seconds, 2)}
+        if (stage, precision) == ("dit", "fp16"):
+            big = module_bytes(model.transformer) // 2 > opts.external_data_threshold
+            return export_fp16_dit(model, path, opset=opts.opset, external_data=big)
+        if (stage, precision) == ("vae_encoder", "fp16"):
+            big = module_bytes(model.vae.encoder) // 2 > opts.external_data_threshold
+            return convert_vae_to_fp16(self._source(stage), path, external_data=big)
+        source = self._source("dit")
+        return quantize_dit(source, path, self.calibration_feeds(), num_layers=int(self.config.transformer["num_layers"]),
+                            keep_blocks=opts.int8_keep_blocks, external_data=bool(external_data_files(source)),
+                            progress=opts.progress)
+
+    def _record(self, stage, precision, path: Path, details: dict, seconds: float, fidelity: dict) -> dict:
+        inputs, outputs = io_specs(path)
+        ops = op_counts(path)
+        graph: dict[str, Any] = {"ops": ops}
+        if stage == "dit":
+            graph.update(folded=FOLDED, sin_cos_nodes=ops.get("Sin", 0) + ops.get("Cos", 0))
+            if graph["sin_cos_nodes"]:
+                self.log(f"WARNING: {path.name} still has {graph['sin_cos_nodes']} Sin/Cos nodes (timestep not folded?)")
+        return {"stage": stage, "precision": precision, "runtime": "onnx", **file_record(path),
+                "external_data": [file_record(path.parent / f) for f in external_data_files(path)],
+                "inputs": [s.to_json() for s in inputs], "outputs": [s.to_json() for s in outputs],
+                "profiles": self.profiles(stage), "opset": self.opts.opset, "export_seconds": round(seconds, 2),
+                "details": details, "graph": graph, "fidelity": fidelity}
+
+    def profiles(self, stage: str) -> dict[str, list[list[int]]]:
+        """(min, opt, max) shapes for each input: batch 1..max_batch (opt 1), prompt length
+        1..max_prompt_tokens (opt half of it)."""
+        lmax = self.max_prompt_tokens
+        ranges = {}
+        for spec in signature(stage, self.config).inputs:
+            shapes = []
+            for batch, length in ((1, 1), (1, max(1, lmax // 2)), (self.opts.max_batch, lmax)):
+                dims = [batch] + [length if d is None else d for d in spec.shape[1:]]
+                shapes.append(dims)
+            ranges[spec.name] = shapes
+        return ranges
+
+    def _manifest(self, inputs: dict) -> dict:
+        sets = {}
+        for precision in self.opts.precisions:
+            onnx = {stage: graph_file(stage, p) for stage, p in SETS[precision].items()}
+            sets[precision] = {"onnx": onnx, "tensorrt": self.trt.set_files(precision)}
+        return {"format_version": FORMAT_VERSION, "sdk_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "config": json.loads(self.config.to_json()),
+                "checkpoint": {"source": self.source, "path": str(self.checkpoint_dir) if self.checkpoint_dir else None,
+                               "sha256": self.checkpoint_hash},
+                "resolution": self.config.resolution, "max_batch": self.opts.max_batch,
+                "max_prompt_tokens": self.max_prompt_tokens, "build_inputs": inputs, "tools": tool_versions(),
+                "tensorrt": self.trt.summary, "artifacts": list(self.records.values()), "sets": sets}
+
+
+def _listed_files(data: dict) -> set[str]:
+    files = set()
+    for record in data.get("artifacts", []):
+        files.add(record["file"])
+        files.update(e["file"] for e in record.get("external_data", []))
+    return files
+
+
+def _resolve_source(checkpoint, model) -> tuple[str, Path | None, str, GenMaskConfig]:
+    """(source label, checkpoint directory or None, sha256, config)."""
+    if model is not None:
+        return "in-memory", None, _state_sha256(model), model.config
+    from ..model.genmask import resolve_checkpoint
+
+    directory = resolve_checkpoint(checkpoint)
+    return str(checkpoint), directory, checkpoint_sha256(directory), GenMaskConfig.load(directory)
+
+
+def _state_sha256(model) -> str:
+    digest = hashlib.sha256(model.config.to_json().encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _default_name(checkpoint, model) -> str:
+    if model is not None:
+        return model.config.name or "model"
+    text = str(checkpoint).rstrip("/")
+    return Path(text).name or "model"
+

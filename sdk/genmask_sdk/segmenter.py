@@ -1,0 +1,316 @@
+"""``Segmenter``: text-prompted masks from any image, on PyTorch, ONNX Runtime or TensorRT.
+
+    seg = Segmenter.from_engines("engines/demo")          # or Segmenter.from_pretrained("demo")
+    result = seg.predict("photo.jpg", "the red circle")    # MaskResult
+    seg.set_image(frame)                                  # encode once ...
+    results = seg.predict(["the cup", "the left hand"])   # ... then many prompts, one DiT batch
+
+Pipeline per call: image -> letterbox (``imaging``) -> VAE encoder -> z_img (cached by
+``set_image``); prompts -> embedder (PyTorch, named by the config) -> contexts padded to the
+longest prompt with ``context_mask``; DiT in chunks of ``max_batch`` prompts; mask head ->
+logits (P, 1, R, R) -> letterbox removed, resized to (H, W). Intermediate tensors stay on the
+device; only the final masks/logits are copied to the host.
+
+Thread safety: each Segmenter holds one re-entrant lock; ``predict``, ``set_image``,
+``reset_image`` and ``close`` take it, so calls from several threads run one at a time and each
+sees a consistent state. The image set by ``set_image`` is shared by all threads: threads that
+work on different images should pass the image to ``predict`` (or use one Segmenter each).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .backend_select import Opened, open_engines, resolve_device
+from .embedders.validation import check_targets
+from .engine_dir import describe_manifest, manifest_config, open_manifest
+from .errors import InputTypeError, InvalidInputError, InvalidStateError
+from .imaging import Letterbox, load_image, to_engine_pixels, to_original_logits
+from .results import MaskResult, Timings
+
+logger = logging.getLogger("genmask_sdk.segmenter")
+_UNSET = object()
+DEFAULT_MAX_BATCH = 16
+
+
+@dataclass(frozen=True, eq=False)
+class _ImageState:
+    """What depends on the image alone: source (3, H, W) float [0, 1], letterbox geometry,
+    z_img (1, 16, R/8, R/8) on the pipeline device, a PIL copy for image-aware embedders, and
+    the milliseconds it cost."""
+
+    picture: torch.Tensor
+    box: Letterbox
+    z_img: torch.Tensor
+    pil: Any
+    ms: dict
+
+
+class Segmenter:
+    """Referring segmentation with one GenMask model; build with ``from_pretrained``,
+    ``from_engines`` or ``from_model``. See the module docstring for the pipeline and locking."""
+
+    def __init__(self, pipeline, embedder, config, info: dict[str, Any]) -> None:
+        self._pipeline = pipeline
+        self._embedder = embedder
+        self.config = config
+        self.device: torch.device = pipeline.device
+        self._info = info
+        self._max_batch = int(info.get("max_batch") or DEFAULT_MAX_BATCH)
+        self._max_prompt_tokens = info.get("max_prompt_tokens")
+        self._lock = threading.RLock()
+        self._image: _ImageState | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike = "demo", device: str | torch.device = "cpu") -> "Segmenter":
+        """PyTorch reference backend (fp32) from ``"demo"`` or a checkpoint directory."""
+        from .model.genmask import GenMaskModel
+
+        resolved, _ = resolve_device(device)
+        model = GenMaskModel.from_pretrained(name_or_path, device=resolved)
+        source = {"kind": "checkpoint", "path": str(getattr(model, "checkpoint_dir", name_or_path))}
+        return cls.from_model(model, source=source)
+
+    @classmethod
+    def from_model(cls, model, source: dict[str, Any] | None = None) -> "Segmenter":
+        """Wrap an in-memory ``GenMaskModel`` (PyTorch backend, its device, fp32)."""
+        from .backends import TorchPipeline
+
+        info = {"backend": "torch", "precision": "fp32", "provider": None, "fallbacks": [], "files": {},
+                "source": source or {"kind": "model", "path": None}, "max_batch": DEFAULT_MAX_BATCH,
+                "max_prompt_tokens": model.config.embedder.max_prompt_tokens, "manifest": None}
+        return cls(TorchPipeline(model), model.embedder, model.config, info)
+
+    @classmethod
+    def from_engines(cls, directory: str | os.PathLike, backend: str = "auto", precision: str = "fp32",
+                     device: str | torch.device | None = None, *, ort_provider: str | None = None,
+                     verify: bool = True) -> "Segmenter":
+        """Open an engines directory written by ``genmask build``.
+
+        Args:
+            backend: ``"auto"`` (fastest that works: TensorRT plans on a GPU > ONNX Runtime CUDA
+                EP > ONNX Runtime CPU > PyTorch checkpoint; the choice is logged and in
+                ``describe()``), or ``"tensorrt"`` / ``"onnxruntime"`` / ``"torch"``, which are
+                used or refused with BackendUnavailableError (never replaced).
+            precision: ``"fp32"``, ``"fp16"`` or ``"int8"``: a set of the manifest.
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None`` = cuda when torch sees a GPU.
+            ort_provider: for ``backend="onnxruntime"``: ``"cpu"``, ``"cuda"`` or ``"tensorrt"``
+                (TensorRT EP; builds its engines on first load). Default follows ``device``.
+            verify: check every artefact's sha256 against the manifest before loading.
+        """
+        from .embedders import load_embedder
+
+        directory = Path(directory)
+        manifest = open_manifest(directory, verify=verify)
+        config = manifest_config(manifest)
+        resolved, device_note = resolve_device(device)
+        opened: Opened = open_engines(manifest, config, backend, precision, resolved, ort_provider, verify)
+        fallbacks = ([{"option": "device", "reason": device_note}] if device_note else []) + opened.fallbacks
+        embedder = opened.model.embedder if opened.model is not None else load_embedder(config.embedder, resolved)
+        data = manifest.data
+        files = {stage: {k: a.get(k) for k in ("file", "sha256", "runtime", "precision")}
+                 for stage, a in opened.artifacts.items()}
+        info = {"backend": opened.backend, "precision": precision, "provider": opened.provider,
+                "fallbacks": fallbacks, "files": files, "source": {"kind": "engines", "path": str(directory)},
+                "max_batch": data.get("max_batch"),
+                "max_prompt_tokens": data.get("max_prompt_tokens") or config.embedder.max_prompt_tokens,
+                "manifest": describe_manifest(data)}
+        logger.info("Segmenter: %s %s on %s from %s", opened.backend, precision, resolved, directory)
+        return cls(opened.pipeline, embedder, config, info)
+
+    # ---------------------------------------------------------------------------------- image
+    def set_image(self, image: Any) -> None:
+        """Encode ``image`` (anything ``imaging.load_image`` accepts) once for later ``predict(prompts)``."""
+        with self._lock:
+            self._check_open()
+            self._image = None  # a failed encode leaves no stale image behind
+            self._image = self._prepare(image)
+
+    def reset_image(self) -> None:
+        """Forget the image set by ``set_image`` (frees its latent)."""
+        with self._lock:
+            self._image = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._image is not None
+
+    # -------------------------------------------------------------------------------- predict
+    def predict(self, image_or_prompts: Any, prompts: Any = _UNSET) -> MaskResult | list[MaskResult]:
+        """``predict(image, prompt)`` or, after ``set_image``, ``predict(prompt)``.
+
+        ``prompt`` is a str (returns one MaskResult) or a list/tuple of str (returns a list, one
+        per prompt, in order; the image is encoded once and the prompts share DiT batches).
+        """
+        image, prompts = (None, image_or_prompts) if prompts is _UNSET else (image_or_prompts, prompts)
+        texts, single = _prompt_list(prompts)
+        with self._lock:
+            self._check_open()
+            start = self._clock()
+            if image is None:
+                if self._image is None:
+                    raise InvalidStateError(
+                        "no image is set: call set_image(image) before predict(prompts), or pass the image: "
+                        "predict(image, prompts)."
+                    )
+                state, cached = self._image, ("preprocess", "vae_encoder")
+            else:
+                state, cached = self._prepare(image), ()
+            results = self._predict_prompts(state, texts, cached, start)
+        return results[0] if single else results
+
+    __call__ = predict
+
+    def _prepare(self, image: Any) -> _ImageState:
+        t0 = self._clock()
+        picture = load_image(image)
+        pixels, box = to_engine_pixels(picture.to(self.device), self.config.resolution)
+        pil = _to_pil(picture) if getattr(self._embedder, "uses_image", False) else None
+        t1 = self._clock()
+        z_img = self._pipeline.encode(pixels)
+        t2 = self._clock()
+        return _ImageState(picture, box, z_img, pil, {"preprocess": t1 - t0, "vae_encoder": t2 - t1})
+
+    def _predict_prompts(self, state: _ImageState, texts: list[str], cached: tuple, start: float) -> list[MaskResult]:
+        ms = {"preprocess": 0.0, "vae_encoder": 0.0} if cached else dict(state.ms)
+        t0 = self._clock()
+        embedding = self._embedder([state.pil] * len(texts) if state.pil is not None else None, texts)
+        context, context_mask = embedding.states.to(self.device), embedding.mask.to(self.device)
+        self._check_prompt_lengths(context_mask, texts)
+        ms["embed"] = self._clock() - t0
+        rows = []
+        for first in range(0, len(texts), self._max_batch):
+            rows.extend(self._run_chunk(state, context[first: first + self._max_batch],
+                                        context_mask[first: first + self._max_batch], ms))
+        ms["total"] = self._clock() - start
+        timings = Timings(ms, cached)
+        return [MaskResult(mask=logits > 0, logits=logits, score=score, prompt=text, timings=timings,
+                           _image=state.picture) for text, (logits, score) in zip(texts, rows)]
+
+    def _run_chunk(self, state: _ImageState, context: torch.Tensor, context_mask: torch.Tensor, ms: dict) -> list:
+        """One DiT batch: contexts trimmed to this chunk's longest prompt -> [(logits HxW, score)]."""
+        length = int(context_mask.sum(dim=1).max())
+        context, context_mask = context[:, :length].contiguous(), context_mask[:, :length].contiguous()
+        z_img = state.z_img.expand(context.shape[0], -1, -1, -1).contiguous()
+        t0 = self._clock()
+        latent = self._pipeline.denoise(z_img, context, context_mask)
+        t1 = self._clock()
+        logits = self._pipeline.decode(latent)
+        t2 = self._clock()
+        with torch.inference_mode():
+            full = to_original_logits(logits, state.box)  # (b, H, W) float32
+            inside = full > 0
+            probs = torch.sigmoid(full) * inside
+            counts = inside.flatten(1).sum(dim=1)
+            scores = probs.flatten(1).sum(dim=1) / counts.clamp(min=1)
+            host = full.cpu().numpy()
+            scores = scores.cpu().tolist()
+        t3 = self._clock()
+        for stage, value in (("dit", t1 - t0), ("mask_head", t2 - t1), ("postprocess", t3 - t2)):
+            ms[stage] = ms.get(stage, 0.0) + value
+        return [(host[i], float(scores[i])) for i in range(host.shape[0])]
+
+    def _check_prompt_lengths(self, context_mask: torch.Tensor, texts: list[str]) -> None:
+        limit = self._max_prompt_tokens
+        if not limit:
+            return
+        lengths = context_mask.sum(dim=1).tolist()
+        for text, length in zip(texts, lengths):
+            if length > limit:
+                raise InvalidInputError(
+                    f"prompt {text[:60]!r} is {int(length)} tokens long; these engines accept at most {limit} "
+                    "(max_prompt_tokens). Shorten the phrase, or rebuild the engines with a larger limit."
+                )
+
+    def _clock(self) -> float:
+        """Milliseconds; waits for queued GPU work so per-stage timings are real."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() * 1000.0
+
+    # ------------------------------------------------------------------------------- lifecycle
+    def describe(self) -> dict[str, Any]:
+        """Backend, precision, device, files per stage (with sha256), versions, resolution,
+        embedder, fallbacks (option skipped + reason) and the engines' manifest summary."""
+        info = self._info
+        versions = {"genmask_sdk": __version__, "torch": torch.__version__, "python": platform.python_version()}
+        if info["backend"] == "onnxruntime":
+            import onnxruntime
+
+            versions["onnxruntime"] = onnxruntime.__version__
+        if info["backend"] == "tensorrt":
+            from .runtime.trt_api import import_tensorrt
+
+            versions["tensorrt"] = import_tensorrt().__version__
+        if info.get("manifest"):
+            versions["engines_sdk_version"] = info["manifest"].get("sdk_version")
+            versions["manifest_format_version"] = info["manifest"].get("format_version")
+        spec = self.config.embedder
+        return {
+            "backend": info["backend"], "precision": info["precision"], "provider": info["provider"],
+            "device": str(self.device), "files": info["files"], "source": info["source"], "versions": versions,
+            "resolution": self.config.resolution, "max_batch": self._max_batch,
+            "max_prompt_tokens": self._max_prompt_tokens,
+            "embedder": {"kind": spec.kind, "name_or_path": spec.name_or_path, "hidden_size": spec.hidden_size,
+                         "runs_on": f"torch ({self.device})"},
+            "fallbacks": list(info["fallbacks"]), "manifest": info.get("manifest"),
+            "thread_safety": "one lock per Segmenter: calls run one at a time",
+            "closed": self._closed,
+        }
+
+    def close(self) -> None:
+        """Release the engines and the cached image; later calls raise InvalidStateError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._image = None
+            self._pipeline.close()
+            self._embedder = None
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidStateError("this Segmenter was closed; create a new one (Segmenter.from_engines / from_pretrained).")
+
+    def __repr__(self) -> str:
+        info = self._info
+        return (f"Segmenter(backend={info['backend']!r}, precision={info['precision']!r}, device='{self.device}', "
+                f"resolution={self.config.resolution}, image_set={self.is_image_set})")
+
+
+def _prompt_list(prompts: Any) -> tuple[list[str], bool]:
+    """(prompts as a list, whether a single str was given); raise on anything else."""
+    if isinstance(prompts, str):
+        return check_targets([prompts]), True
+    if isinstance(prompts, (list, tuple)):
+        return check_targets(list(prompts)), False
+    raise InputTypeError(
+        f"prompts must be a str or a list of str, got {type(prompts).__name__}; call predict(image, 'the red circle'), "
+        "or set_image(image) and then predict('the red circle')."
+    )
+
+
+def _to_pil(picture: torch.Tensor):
+    """(3, H, W) float [0, 1] -> RGB PIL image (for image-aware embedders)."""
+    from PIL import Image
+
+    array = (picture.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)

@@ -1,0 +1,121 @@
+"""The ``genmask`` command line: segment (text and --json), info, build delegation, help, errors.
+
+Subprocess tests run ``python -m genmask_sdk.cli`` as a user would; the rest call ``main(argv)``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genmask_sdk.cli import main
+from genmask_sdk.examples import EXAMPLE_PROMPT, example_image_path
+from genmask_sdk.metrics import decode_rle
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "genmask_sdk.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_help_lists_the_commands():
+    done = _run("--help")
+    assert done.returncode == 0
+    for command in ("segment", "build", "info"):
+        assert command in done.stdout
+    assert "--engines" in _run("segment", "--help").stdout
+
+
+def test_segment_json_through_a_subprocess(tiny_engines, tmp_path):
+    overlay = tmp_path / "overlay.png"
+    done = _run("segment", example_image_path(), EXAMPLE_PROMPT, "the orange star", "--engines", tiny_engines[0],
+                "--backend", "onnxruntime", "--device", "cpu", "--out", overlay, "--json")
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["backend"]["backend"] == "onnxruntime" and payload["size"] == [192, 256]
+    assert [r["prompt"] for r in payload["results"]] == [EXAMPLE_PROMPT, "the orange star"]
+    for result in payload["results"]:
+        mask = decode_rle(result["rle"])
+        assert mask.shape == (192, 256) and int(mask.sum()) == result["area"]
+        assert 0.0 <= result["score"] <= 1.0 and result["timings"]["total"] > 0
+    assert Image.open(overlay).size == (256, 192)
+    assert "Traceback" not in done.stderr
+
+
+def test_info_through_a_subprocess(tiny_engines):
+    done = _run("info", tiny_engines[0])
+    assert done.returncode == 0, done.stderr
+    for text in ("resolution 32", "minilm", "dit.fp32.onnx", "dit.fp16.onnx", "fp16 (onnx)",
+                 "verification: sha256 OK"):
+        assert text in done.stdout
+
+
+def test_segment_text_output(tiny_engines, capsys):
+    assert main(["segment", str(example_image_path()), EXAMPLE_PROMPT, "--engines", str(tiny_engines[0]),
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime fp32 on cpu" in out and f"{EXAMPLE_PROMPT!r}: area" in out and "score" in out
+    assert "dit" in out and "total" in out
+
+
+def test_info_reports_a_failed_verification(tiny_engines, tmp_path, capsys):
+    engines = tmp_path / "engines"
+    shutil.copytree(tiny_engines[0], engines)
+    (engines / "vae_encoder.fp32.onnx").write_bytes(b"x")
+    assert main(["info", str(engines)]) == 1
+    captured = capsys.readouterr()
+    assert "verification: FAILED" in captured.out and "checksum" in captured.err
+    assert main(["info", str(engines), "--json", "--no-verify"]) == 0
+    assert json.loads(capsys.readouterr().out)["verification"] == "skipped"
+
+
+def test_errors_exit_1_without_traceback(tmp_path, capsys):
+    assert main(["segment", str(example_image_path()), "x", "--engines", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert "genmask segment: error:" in err and "does not exist" in err
+    assert main(["info", str(tmp_path)]) == 1
+    assert "manifest.json does not exist" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["segment", "image.png"])  # no prompt
+    assert stop.value.code == 2
+    assert main(["segment", "image.png", "x", "--precision", "fp16"]) == 2
+    assert "need --engines" in capsys.readouterr().err
+
+
+def test_build_delegates_every_argument(monkeypatch):
+    seen = []
+    fake = types.ModuleType("genmask_sdk.export.cli")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "genmask_sdk.export.cli", fake)
+    assert main(["build", "--checkpoint", "demo", "--out", "engines/demo", "--help"]) == 0
+    assert seen == [["--checkpoint", "demo", "--out", "engines/demo", "--help"]]
+
+
+def test_build_reaches_the_exporter_parser(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["build", "--help"])
+    assert stop.value.code == 0 and "--precisions" in capsys.readouterr().out
+
+
+def test_build_without_the_exporter_says_so(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "genmask_sdk.export.cli", None)  # import raises ImportError
+    assert main(["build", "--help"]) == 2
+    assert "no engine builder" in capsys.readouterr().err
+
+
+def test_overlay_of_several_prompts_in_process(tiny_engines, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    assert main(["segment", str(example_image_path()), "a", "b", "--engines", str(tiny_engines[0]),
+                 "--device", "cpu", "--out", str(out)]) == 0
+    assert "overlay written" in capsys.readouterr().out
+    assert np.asarray(Image.open(out)).shape == (192, 256, 3)

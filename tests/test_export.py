@@ -1,0 +1,323 @@
+"""Export of the tiny model: graphs vs PyTorch, fp16/int8 passes, dynamic shapes, manifest,
+verification errors, interrupted builds, reuse and the command line.
+
+One build of the tiny model (random weights, all three precisions, int8 with every block
+quantized) is shared by the module; tests that modify files work on a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from genmask_sdk.config import GenMaskConfig
+from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError
+from genmask_sdk.export import cli, pipeline
+from genmask_sdk.export.calibration import Feeds
+from genmask_sdk.export.fidelity import FidelityError, Reference, check_graph
+from genmask_sdk.export.int8 import quantize_dit, select_nodes
+from genmask_sdk.export.manifest import check_manifest, checkpoint_sha256, load_manifest
+from genmask_sdk.io import sha256_file
+from genmask_sdk.model import GenMaskModel
+from genmask_sdk.runtime.base import TensorSpec
+from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+REPO = Path(__file__).resolve().parents[1]
+OPTIONS = dict(calib_size=8, int8_keep_blocks=0, tensorrt="off", progress=False)
+ALL_FILES = ["vae_encoder.fp32.onnx", "dit.fp32.onnx", "mask_head.fp32.onnx", "vae_encoder.fp16.onnx",
+             "dit.fp16.onnx", "dit.int8.onnx"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model, checkpoint dir, engines dir, build result, log lines) of the shared tiny build."""
+    torch.manual_seed(0)
+    model = GenMaskModel.from_config(GenMaskConfig.preset("tiny", embedder="minilm"))
+    root = tmp_path_factory.mktemp("export")
+    checkpoint = model.save_pretrained(root / "tiny_ckpt")
+    lines: list[str] = []
+    result = pipeline.build_engines(checkpoint, root / "engines", log=lines.append, **OPTIONS)
+    return model, checkpoint, root / "engines", result, lines
+
+
+@pytest.fixture
+def engines_copy(tiny, tmp_path):
+    target = tmp_path / "engines"
+    shutil.copytree(tiny[2], target)
+    return target
+
+
+def run(path: Path, **feeds: np.ndarray) -> np.ndarray:
+    with OnnxRuntimeRunner(path) as runner:
+        return next(iter(runner.infer(feeds).values()))
+
+
+def dit_inputs(batch: int, length: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 16, 4, 4, generator=g), torch.randn(batch, length, 384, generator=g),
+            torch.ones(batch, length, dtype=torch.bool))
+
+
+# ---- graphs against PyTorch -------------------------------------------------------------------
+
+
+def test_build_writes_every_file_and_reports(tiny):
+    _, _, engines, result, lines = tiny
+    assert sorted(result.built) == sorted(ALL_FILES) and result.reused == []
+    assert sorted(p.name for p in engines.iterdir()) == sorted(ALL_FILES + ["manifest.json"])
+    assert any("TensorRT plans skipped" in line for line in lines)
+    assert any(line.strip().startswith("trtexec --onnx=dit.fp16.onnx") for line in lines)
+
+
+@pytest.mark.parametrize("batch,length", [(1, 2), (3, 7)])
+def test_fp32_dit_matches_torch_with_dynamic_batch_and_prompt(tiny, batch, length):
+    model, _, engines, *_ = tiny
+    z, context, mask = dit_inputs(batch, length, seed=batch)
+    out = run(engines / "dit.fp32.onnx", z_img=z.numpy(), context=context.numpy(), context_mask=mask.numpy())
+    with torch.no_grad():
+        expected = model.one_step_dit()(z, context, mask).numpy()
+    assert out.shape == (batch, 16, 4, 4)
+    assert np.abs(out - expected).max() <= 1e-4
+
+
+def test_fp32_vae_and_mask_head_match_torch(tiny):
+    model, _, engines, *_ = tiny
+    pixels = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    latent = torch.randn(3, 16, 4, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        z_ref, logits_ref = model.vae_encoder()(pixels).numpy(), model.mask_head(latent).numpy()
+    assert np.abs(run(engines / "vae_encoder.fp32.onnx", pixels=pixels.numpy()) - z_ref).max() <= 1e-4
+    logits = run(engines / "mask_head.fp32.onnx", latent=latent.numpy())
+    assert logits.shape == (3, 1, 32, 32) and np.abs(logits - logits_ref).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["dit.fp32.onnx", "dit.fp16.onnx", "dit.int8.onnx"])
+def test_padded_prompt_gives_the_unpadded_result(tiny, name):
+    engines = tiny[2]
+    z, context, _ = dit_inputs(1, 4, seed=3)
+    unpadded = run(engines / name, z_img=z.numpy(), context=context.numpy(), context_mask=np.ones((1, 4), bool))
+    padded_context = torch.cat([context, torch.randn(1, 3, 384)], dim=1).numpy()
+    mask = np.array([[True] * 4 + [False] * 3])
+    padded = run(engines / name, z_img=z.numpy(), context=padded_context, context_mask=mask)
+    assert np.abs(padded - unpadded).max() <= 1e-5
+
+
+def test_fp16_and_int8_run_on_ort_cpu_and_stay_close(tiny):
+    manifest = tiny[3].manifest
+    fidelity = {(a["stage"], a["precision"]): a["fidelity"] for a in manifest.artifacts}
+    for key in [("vae_encoder", "fp32"), ("dit", "fp32"), ("mask_head", "fp32")]:
+        assert fidelity[key]["max_abs_error"] <= 1e-4, key
+    assert fidelity[("vae_encoder", "fp16")]["max_abs_error"] <= 5e-3 * max(1.0, fidelity[("vae_encoder", "fp16")]["reference_max_abs"])
+    dit16, dit8 = fidelity[("dit", "fp16")], fidelity[("dit", "int8")]
+    assert dit16["max_abs_error"] <= 1e-2 * dit16["reference_max_abs"] and dit16["mask_iou_mean"] >= 0.98
+    assert dit8["max_abs_error"] <= 0.1 * dit8["reference_max_abs"] and dit8["mask_iou_mean"] >= 0.9
+    # and the graphs accept other batch sizes / prompt lengths than the check inputs
+    z, context, mask = dit_inputs(3, 7)
+    for name in ("dit.fp16.onnx", "dit.int8.onnx"):
+        out = run(tiny[2] / name, z_img=z.numpy(), context=context.numpy(), context_mask=mask.numpy())
+        assert out.shape == (3, 16, 4, 4) and out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_dit_graph_has_timestep_folded(tiny):
+    graph = onnx.load(str(tiny[2] / "dit.fp32.onnx"))
+    ops = {n.op_type for n in graph.graph.node}
+    assert not ops & {"Sin", "Cos"}
+    assert [i.name for i in graph.graph.input] == ["z_img", "context", "context_mask"]
+    record = tiny[3].manifest.artifact("dit", "fp32")
+    assert record["graph"]["sin_cos_nodes"] == 0 and record["graph"]["folded"]
+
+
+def test_fp16_graphs_keep_statistics_in_fp32(tiny):
+    engines = tiny[2]
+    dit = onnx.load(str(engines / "dit.fp16.onnx"))
+    producers = {o: n for n in dit.graph.node for o in n.output}
+    softmaxes = [n for n in dit.graph.node if n.op_type == "Softmax"]
+    assert softmaxes and all(producers[n.input[0]].op_type == "Cast"
+                             and producers[n.input[0]].attribute[0].i == onnx.TensorProto.FLOAT for n in softmaxes)
+    weights = [t for t in dit.graph.initializer if t.name.endswith("ffn.net.2.weight") or "to_q" in t.name]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    vae = onnx.load(str(engines / "vae_encoder.fp16.onnx"))
+    conv_weights = {n.input[1] for n in vae.graph.node if n.op_type == "Conv"}
+    dtypes = {t.data_type for t in vae.graph.initializer if t.name in conv_weights}
+    assert dtypes == {onnx.TensorProto.FLOAT16}
+    for graph in (dit, vae):
+        assert {i.type.tensor_type.elem_type for i in graph.graph.output} == {onnx.TensorProto.FLOAT}
+
+
+def test_int8_graph_is_symmetric_qdq_on_block_linears(tiny):
+    graph = onnx.load(str(tiny[2] / "dit.int8.onnx"))
+    q = [n for n in graph.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in graph.graph.node if n.op_type == "DequantizeLinear"]
+    assert q and dq
+    points = {n.input[2] for n in q + dq if len(n.input) > 2}
+    values = [onnx.numpy_helper.to_array(t) for t in graph.graph.initializer if t.name in points]
+    assert values and all(v.dtype == np.int8 and not v.any() for v in values)
+    details = tiny[3].manifest.artifact("dit", "int8")["details"]
+    assert details["quantized_nodes"] == 2 * 10  # 2 blocks x (q, k, v, out) x 2 attentions + 2 FFN
+    assert details["kept_weighted_nodes"] > 0  # text projection, proj_out stay float
+
+
+def test_keeping_first_and_last_block_of_a_two_block_model_leaves_nothing_to_quantize(tiny, tmp_path):
+    graph = onnx.load(str(tiny[2] / "dit.fp32.onnx"))
+    quantize, keep = select_nodes(graph, num_layers=2, keep_blocks=1)
+    assert quantize == [] and len(keep) == 20 + 3  # block linears + text projection (2) + proj_out (time path folded)
+    with pytest.raises(ConfigError, match="--int8-keep-blocks"):
+        quantize_dit(tiny[2] / "dit.fp32.onnx", tmp_path / "x.onnx", [{}], num_layers=2, keep_blocks=1)
+
+
+def test_fidelity_failure_is_loud(tiny):
+    model, _, engines, *_ = tiny
+    latent = torch.randn(2, 16, 4, 4)
+    feeds = Feeds(torch.zeros(2, 3, 32, 32), torch.zeros(2, 16, 4, 4), torch.zeros(2, 1, 384),
+                  torch.ones(2, 1, dtype=torch.bool), ["a", "b"])
+    wrong = Reference(feeds, latent, model.mask_head(latent).detach() + 1.0)
+    with pytest.raises(FidelityError, match="exceeds the fp32 tolerance"):
+        check_graph(engines / "mask_head.fp32.onnx", "mask_head", "fp32", wrong, model.mask_head)
+
+
+# ---- manifest -----------------------------------------------------------------------------------
+
+
+def test_manifest_contents(tiny):
+    model, checkpoint, engines, result, _ = tiny
+    data = json.loads((engines / "manifest.json").read_text())
+    assert data["format_version"] == 1 and data["sdk_version"]
+    assert data["config"] == json.loads(model.config.to_json())
+    assert data["checkpoint"]["sha256"] == checkpoint_sha256(checkpoint)
+    assert data["resolution"] == 32 and data["max_batch"] == 8 and data["max_prompt_tokens"] == 64
+    assert set(data["tools"]) >= {"torch", "diffusers", "onnx", "onnxruntime", "tensorrt"}
+    assert data["tensorrt"]["built"] is False and data["tensorrt"]["reason"]
+    assert data["sets"]["int8"]["onnx"] == {"vae_encoder": "vae_encoder.fp32.onnx", "dit": "dit.int8.onnx",
+                                            "mask_head": "mask_head.fp32.onnx"}
+    assert data["sets"]["fp16"]["tensorrt"] is None
+    for record in data["artifacts"]:
+        assert record["sha256"] == sha256_file(engines / record["file"]) and record["runtime"] == "onnx"
+        assert record["external_data"] == []
+        assert TensorSpec.from_json(record["inputs"][0]).shape[0] is None
+    dit = result.manifest.artifact("dit", "fp32")
+    assert dit["profiles"]["context"] == [[1, 1, 384], [1, 32, 384], [8, 64, 384]]
+    assert [s.to_json() for s in result.manifest.specs("dit", "fp32")[0]] == dit["inputs"]
+    assert dit["inputs"][2] == {"name": "context_mask", "dtype": "bool", "shape": [None, None]}
+
+
+def test_corrupted_file_is_a_mismatch_with_rebuild_hint(engines_copy):
+    path = engines_copy / "dit.fp16.onnx"
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ArtifactMismatchError, match=r"dit\.fp16\.onnx.*python export/build_engines\.py --checkpoint"):
+        load_manifest(engines_copy)
+    load_manifest(engines_copy, verify=False)  # the manifest itself is fine
+
+
+def test_missing_file_and_missing_manifest_are_not_found(engines_copy):
+    (engines_copy / "mask_head.fp32.onnx").unlink()
+    with pytest.raises(ArtifactNotFoundError, match="mask_head.fp32.onnx.*build_engines.py"):
+        load_manifest(engines_copy)
+    (engines_copy / "manifest.json").unlink()
+    with pytest.raises(ArtifactNotFoundError, match="build_engines.py"):
+        load_manifest(engines_copy)
+
+
+def test_version_checks(engines_copy):
+    path = engines_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(ArtifactMismatchError, match="format_version"):
+        load_manifest(engines_copy)
+    path.write_text(json.dumps({**data, "sdk_version": "7.0.0"}))
+    with pytest.raises(ArtifactMismatchError, match="major"):
+        load_manifest(engines_copy)
+
+
+def test_config_and_checkpoint_mismatch(tiny):
+    model, checkpoint, _, result, _ = tiny
+    manifest = result.manifest
+    check_manifest(manifest, model.config, checkpoint_sha256(checkpoint))
+    check_manifest(manifest, model.config.replace(resolution=64))  # resolution may differ by default
+    with pytest.raises(ArtifactMismatchError, match="resolution"):
+        check_manifest(manifest, model.config.replace(resolution=64), check_resolution=True)
+    with pytest.raises(ArtifactMismatchError, match="t_star"):
+        check_manifest(manifest, model.config.replace(t_star=0.5))
+    with pytest.raises(ArtifactMismatchError, match="checkpoint sha256"):
+        check_manifest(manifest, None, "0" * 64)
+
+
+# ---- reuse, interruption, command line ---------------------------------------------------------
+
+
+def test_rebuild_reuses_valid_files_and_replaces_a_corrupt_one(tiny, engines_copy, monkeypatch):
+    checkpoint = tiny[1]
+    lines: list[str] = []
+    result = pipeline.build_engines(checkpoint, engines_copy, log=lines.append, **OPTIONS)
+    assert result.built == [] and sorted(result.reused) == sorted(ALL_FILES)
+    assert sum(line.startswith("reused ") for line in lines) == len(ALL_FILES)
+    # a changed file is rebuilt (only that one), not reused
+    (engines_copy / "mask_head.fp32.onnx").write_bytes(b"not onnx")
+    result = pipeline.build_engines(checkpoint, engines_copy, ["fp32"], log=lines.append, **OPTIONS)
+    assert result.built == ["mask_head.fp32.onnx"] and "dit.fp32.onnx" in result.reused
+    load_manifest(engines_copy)
+    assert not (engines_copy / "dit.int8.onnx").exists()  # dropped from the set -> removed
+
+
+def _interrupting_export(source_dir: Path):
+    """A stand-in for export_graph: copies the VAE quickly, then dies half-way through the DiT."""
+    def export(module, stage, config, path, **kwargs):
+        if stage == "vae_encoder":
+            shutil.copy(source_dir / "vae_encoder.fp32.onnx", path)
+            return 0.0
+        Path(path).write_bytes(b"half a graph")
+        raise KeyboardInterrupt("simulated interruption")
+    return export
+
+
+def test_interrupted_build_leaves_nothing_behind(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "export_graph", _interrupting_export(tiny[2]))
+    out = tmp_path / "fresh"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.build_engines(tiny[1], out, ["fp32"], log=lambda _: None, **OPTIONS)
+    assert list(out.iterdir()) == []
+
+
+def test_interrupted_rebuild_keeps_the_previous_build(tiny, engines_copy, monkeypatch):
+    before = {p.name: sha256_file(p) for p in engines_copy.iterdir()}
+    monkeypatch.setattr(pipeline, "export_graph", _interrupting_export(tiny[2]))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.build_engines(tiny[1], engines_copy, log=lambda _: None, **{**OPTIONS, "force": True})
+    assert {p.name: sha256_file(p) for p in engines_copy.iterdir()} == before
+    load_manifest(engines_copy)
+
+
+def test_cli_help_documents_every_option():
+    out = subprocess.run([sys.executable, str(REPO / "export" / "build_engines.py"), "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for option in ("--checkpoint", "--out", "--precisions", "--resolution", "--calib", "--calib-size",
+                   "--max-prompt-tokens", "--max-batch", "--tensorrt", "--workspace", "--force", "prompts.json",
+                   "prompts.txt"):
+        assert option in out
+
+
+def test_cli_run_on_tiny_checkpoint(tiny, engines_copy):
+    args = [sys.executable, str(REPO / "export" / "build_engines.py"), "--checkpoint", str(tiny[1]),
+            "--out", str(engines_copy), "--precisions", "fp32,fp16", "--calib-size", "8", "--int8-keep-blocks", "0",
+            "--tensorrt", "off", "--no-progress"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "reused dit.fp16.onnx" in done.stdout and "fp16: vae_encoder.fp16.onnx" in done.stdout
+    assert load_manifest(engines_copy).precisions == ["fp32", "fp16"]
+
+
+def test_cli_tensorrt_on_without_tensorrt_is_an_error(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("genmask_sdk.export.tensorrt_steps.tensorrt_available", lambda: (False, "no GPU here"))
+    code = cli.main(["--checkpoint", str(tiny[1]), "--out", str(tmp_path / "e"), "--tensorrt", "on"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--tensorrt on" in err and "no GPU here" in err
+    assert not (tmp_path / "e").exists()

@@ -1,0 +1,51 @@
+"""External-data export path, through the real-size benchmark script (benchmarks/export_real_size.py).
+
+The tiny case forces every graph into ``<file>.data`` (threshold 0) at a non-default resolution;
+the real-size case (Wan2.1-1.3B DiT, ~5.7 GB of fp32 weights, 512²) runs only with ``-m slow``
+(about 10 minutes and ~20 GB of RAM).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from genmask_sdk.export.manifest import load_manifest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "export_real_size.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("export_real_size", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CASES = [
+    pytest.param(dict(preset="tiny", resolution=48, precisions=("fp32", "fp16", "int8"), embedder="minilm",
+                      external_data_threshold=0, int8_keep_blocks=0), id="tiny-all-external"),
+    pytest.param(dict(preset="wan2.1-1.3b", resolution=512, precisions=("fp32",)), id="wan2.1-1.3b-512",
+                 marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_real_size_export_script(case, tmp_path):
+    summary = _script().export_random_model(tmp_path / "engines", progress=False, **case)
+    manifest = load_manifest(tmp_path / "engines")  # every file, .data included, verifies
+    assert manifest.data["resolution"] == case["resolution"]
+    assert manifest.data["checkpoint"]["source"] == "in-memory"
+    dit = manifest.artifact("dit", "fp32")
+    assert dit["inputs"][0]["shape"] == [None, 16, case["resolution"] // 8, case["resolution"] // 8]
+    assert [e["file"] for e in dit["external_data"]] == ["dit.fp32.onnx.data"]
+    if case["preset"] == "wan2.1-1.3b":
+        assert dit["external_data"][0]["bytes"] > 2 * 1024**3 and dit["bytes"] < 100 * 1024**2
+    else:
+        assert all(a["external_data"] for a in manifest.artifacts)
+    for entry in summary["artifacts"]:
+        assert (tmp_path / "engines" / entry["file"]).is_file()
+        if entry["file"].endswith(".fp32.onnx"):
+            assert entry["max_abs_error"] <= 1e-4 * max(1.0, entry["reference_max_abs"]), entry
