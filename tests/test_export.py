@@ -279,6 +279,19 @@ def _interrupting_export(source_dir: Path):
     return export
 
 
+def test_int8_alone_rebuilds_from_the_previous_fp32_graph(tiny, engines_copy):
+    (engines_copy / "dit.int8.onnx").unlink()
+    lines: list[str] = []
+    result = pipeline.build_engines(tiny[1], engines_copy, ["int8"], log=lines.append, **OPTIONS)
+    assert result.built == ["dit.int8.onnx"]
+    assert sorted(result.reused) == ["mask_head.fp32.onnx", "vae_encoder.fp32.onnx"]
+    assert any(line.startswith("reused dit.fp32.onnx") for line in lines)  # quantization source, then dropped
+    assert sorted(p.name for p in engines_copy.iterdir()) == ["dit.int8.onnx", "manifest.json", "mask_head.fp32.onnx",
+                                                              "vae_encoder.fp32.onnx"]
+    assert [a["file"] for a in load_manifest(engines_copy).artifacts] == ["vae_encoder.fp32.onnx",
+                                                                         "mask_head.fp32.onnx", "dit.int8.onnx"]
+
+
 def test_interrupted_build_leaves_nothing_behind(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "export_graph", _interrupting_export(tiny[2]))
     out = tmp_path / "fresh"

@@ -18,6 +18,7 @@ from genmask_sdk.config import GenMaskConfig
 from genmask_sdk.embedders import Embedding
 from genmask_sdk.errors import ArtifactNotFoundError, ConfigError, InvalidInputError
 from genmask_sdk.export import calibration
+from genmask_sdk.export.fidelity import mask_iou
 from genmask_sdk.export.fp16 import softmax_to_fp32
 from genmask_sdk.export.manifest import _dumps, checkpoint_sha256
 from genmask_sdk.export.pipeline import BuildOptions
@@ -132,3 +133,10 @@ def test_manifest_json_keeps_shapes_on_one_line():
     data = {"profiles": {"x": [[1, 16, 4, 4], [8, 16, 4, 4]]}, "shape": [None, 3], "text": "a [1,\n2]"}
     text = _dumps(data)
     assert json.loads(text) == data and "[1, 16, 4, 4]" in text and "[null, 3]" in text
+
+
+def test_mask_iou_helper():
+    a = np.zeros((4, 4), bool)
+    b = a.copy()
+    a[:2], b[1:3] = True, True
+    assert mask_iou(a, b) == pytest.approx(1 / 3) and mask_iou(a & False, b & False) == 1.0

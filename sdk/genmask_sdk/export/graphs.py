@@ -23,6 +23,7 @@ TensorRT 10.3 on JetPack 6).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +145,10 @@ def export_graph(module: nn.Module, stage: str, config: GenMaskConfig, path: str
     sig = signature(stage, config)
     start = time.perf_counter()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # Known-harmless exporter chatter: Dim names merged across inputs; torch-internal pytree deprecation.
+            warnings.filterwarnings("ignore", message=r".*axis name: .* will not be used")
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
             program = torch.onnx.export(
                 module.eval(), example_inputs(stage, config), dynamo=True, opset_version=opset,
                 input_names=sig.input_names, output_names=sig.output_names,

@@ -207,12 +207,14 @@ class _Build:
         self.trt.decide()
         inputs = self.build_inputs()
         previous = self._previous(inputs)
-        wanted = [(s, p) for s, p in _ORDER if any(SETS[q][s] == p for q in self.opts.precisions)]
+        self.listed = {(s, p) for q in self.opts.precisions for s, p in SETS[q].items()}
+        self.previous = previous
         remove_stale_staging(self.out, self.log)
         with Staging(self.out) as staging:
             self.staging = staging
-            for stage, precision in wanted:
-                self._artifact(stage, precision, previous)
+            for stage, precision in [key for key in _ORDER if key in self.listed]:
+                if (stage, precision, "onnx") not in self.records:  # may exist already as a source
+                    self._artifact(stage, precision, previous)
             self.trt.run(previous)
             data = self._manifest(inputs)
             listed = _listed_files(data)
@@ -268,7 +270,8 @@ class _Build:
         if old is not None:
             self.log(f"reused {name} (same checkpoint, config and options; sha256 verified)")
             self.records[(stage, precision, "onnx")] = {**old, "profiles": self.profiles(stage)}
-            self.reused.append(name)
+            if (stage, precision) in self.listed:
+                self.reused.append(name)
             return
         path = self.staging.path(name)
         self.log(f"exporting {name}")
@@ -281,12 +284,18 @@ class _Build:
         record = self._record(stage, precision, path, details, export_seconds, fidelity)
         self.records[(stage, precision, "onnx")] = record
         self.staged += [name] + [e["file"] for e in record["external_data"]]
-        self.built.append(name)
+        if (stage, precision) in self.listed:
+            self.built.append(name)
+        else:
+            self.log(f"{name} is an intermediate of this build (not in the requested sets): not kept")
         extra = f", mask IoU {fidelity['mask_iou_mean']:.4f}" if "mask_iou_mean" in fidelity else ""
         self.log(f"{name}: {export_seconds:.1f} s, max |onnx - torch| {fidelity['max_abs_error']:.3g}{extra}")
 
     def _source(self, stage: str) -> Path:
-        """The fp32 graph of ``stage`` (built or reused in this run)."""
+        """The fp32 graph of ``stage`` (source of the fp16 VAE and the int8 DiT): reused, or
+        exported now — kept only if the fp32 graph belongs to a requested set."""
+        if (stage, "fp32", "onnx") not in self.records:
+            self._artifact(stage, "fp32", self.previous)
         record = self.records[(stage, "fp32", "onnx")]
         staged = self.staging.path(record["file"])
         return staged if staged.is_file() else self.out / record["file"]
@@ -349,7 +358,9 @@ class _Build:
                                "sha256": self.checkpoint_hash},
                 "resolution": self.config.resolution, "max_batch": self.opts.max_batch,
                 "max_prompt_tokens": self.max_prompt_tokens, "build_inputs": inputs, "tools": tool_versions(),
-                "tensorrt": self.trt.summary, "artifacts": list(self.records.values()), "sets": sets}
+                "tensorrt": self.trt.summary,
+                "artifacts": [r for (stage, p, _), r in self.records.items() if (stage, p) in self.listed],
+                "sets": sets}
 
 
 def _listed_files(data: dict) -> set[str]:

@@ -34,7 +34,7 @@ from ..model.wan_forward import wan_velocity
 from .losses import add_noise, flow_matching_loss
 from .probe import fit_linear_probe, mask_to_pixels
 from .timesteps import generation_timesteps, segmentation_timesteps
-from .vae_fit import encode_all, set_latent_stats, train_vae
+from .vae_fit import encode_all, reconstruction_error, set_latent_stats, train_vae
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,10 @@ class DemoTrainingConfig:
     n_scenes: int = 4000
     n_captioned: int = 2000
     image_size: int = 128
-    vae_steps: int = 500
+    vae_steps: int = 1500
     vae_batch: int = 16
-    vae_lr: float = 2e-3
+    vae_lr: float = 1e-3
+    vae_crop: int = 64
     dit_steps: int = 3000
     seg_batch: int = 32
     gen_batch: int = 16
@@ -63,7 +64,7 @@ class DemoTrainingConfig:
     @classmethod
     def tiny(cls) -> "DemoTrainingConfig":
         """Seconds-long settings for tests (tiny model, few scenes, few steps)."""
-        return cls(preset="tiny", n_scenes=24, n_captioned=12, image_size=32, vae_steps=3, vae_batch=4,
+        return cls(preset="tiny", n_scenes=24, n_captioned=12, image_size=32, vae_steps=3, vae_batch=4, vae_crop=16,
                    dit_steps=30, seg_batch=8, gen_batch=4, warmup_steps=2, probe_steps=5, checkpoint_every=10)
 
 
@@ -247,6 +248,7 @@ def run(cfg: DemoTrainingConfig, out: Path, work: Path) -> Path:
     data = _stage(work / "data.pt", lambda: build_data(cfg))
     vae_state = _stage(work / "vae.pt", lambda: _train_vae_stage(model, data, cfg))
     model.vae.load_state_dict(vae_state["weights"])
+    vae_mse = vae_state["reconstruction_mse"]
     model.vae.register_to_config(**vae_state["stats"])
     cache = _stage(work / "cache.pt", lambda: build_cache(model, embedder, data))
     log = train_dit(model, cache, cfg, work)
@@ -258,6 +260,7 @@ def run(cfg: DemoTrainingConfig, out: Path, work: Path) -> Path:
         "minutes": round((time.time() - started) / 60, 2),
         "threads": torch.get_num_threads(),
         "expressions": int(data["masks"].shape[0]),
+        "vae_reconstruction_mse": vae_mse,
         "final_seg_loss": _recent(log, "seg"),
         "final_gen_loss": _recent(log, "gen"),
         "final_probe_loss": float(np.mean(probe_losses[-20:])),
@@ -269,11 +272,17 @@ def run(cfg: DemoTrainingConfig, out: Path, work: Path) -> Path:
 
 
 def _train_vae_stage(model: GenMaskModel, data: dict, cfg: DemoTrainingConfig) -> dict:
-    pixels = torch.cat([data["images"], mask_to_pixels(data["masks"][: data["images"].shape[0]])])
+    n_images = data["images"].shape[0]
+    n_held_out = min(32, max(1, n_images // 8))  # images kept out of VAE training, to report its error
+    held_out = data["images"][-n_held_out:]
+    n_masks = n_images // 4  # masks are easy: a quarter as many as images
+    pixels = torch.cat([data["images"][:-n_held_out], mask_to_pixels(data["masks"][:n_masks])])
     torch.manual_seed(cfg.seed + 1)
-    train_vae(model.vae, pixels, cfg.vae_steps, cfg.vae_batch, cfg.vae_lr, seed=cfg.seed)
+    train_vae(model.vae, pixels, cfg.vae_steps, cfg.vae_batch, cfg.vae_lr, cfg.vae_crop, seed=cfg.seed)
+    error = reconstruction_error(model.vae, held_out)
+    print(f"VAE reconstruction MSE on {n_held_out} held-out images: {error:.4f} (pixels in [-1, 1])")
     set_latent_stats(model.vae, encode_all(model.vae, data["images"][:512], desc="latent stats"))
-    return {"weights": model.vae.state_dict(),
+    return {"weights": model.vae.state_dict(), "reconstruction_mse": error,
             "stats": {"latents_mean": model.vae.config.latents_mean, "latents_std": model.vae.config.latents_std}}
 
 
