@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from genmask_sdk.bench.accuracy import AccuracySettings, run_accuracy
-    from genmask_sdk.bench.report import accuracy_markdown, accuracy_plot, write_outputs
+    from genmask_sdk.bench.report import accuracy_markdown, accuracy_plot, write_outputs, print_written
 
     settings = AccuracySettings(
         model=args.model, embedder=args.embedder, resolution=args.resolution, backends=args.backends,
@@ -73,10 +73,7 @@ def main(argv=None) -> int:
     model = Path(args.model).name if Path(args.model).is_dir() else args.model.replace("random:", "")
     name = args.name or f"accuracy_{model}_{args.device.split(':')[0]}" + ("_quick" if args.quick else "")
     paths = write_outputs(result, args.out_dir, name, markdown, accuracy_plot)
-    print(markdown)
-    print("\nwrote " + ", ".join(str(p) for k, p in paths.items() if p and k != "plot_error"), file=sys.stderr)
-    if paths.get("plot_error"):
-        print(f"plot not written: {paths['plot_error']}", file=sys.stderr)
+    print_written(paths, markdown)
     return 0
 
 

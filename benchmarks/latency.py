@@ -69,7 +69,7 @@ def default_name(args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from genmask_sdk.bench.latency import LatencySettings, run_latency
-    from genmask_sdk.bench.report import latency_markdown, latency_plot, write_outputs
+    from genmask_sdk.bench.report import latency_markdown, latency_plot, write_outputs, print_written
 
     settings = LatencySettings(
         model=args.model, embedder=args.embedder, resolutions=args.resolution, mode=args.mode, backends=args.backends,
@@ -82,10 +82,7 @@ def main(argv=None) -> int:
     result = run_latency(settings, argv=command)
     markdown = latency_markdown(result)
     paths = write_outputs(result, args.out_dir, args.name or default_name(args), markdown, latency_plot)
-    print(markdown)
-    print("\nwrote " + ", ".join(str(p) for k, p in paths.items() if p and k != "plot_error"), file=sys.stderr)
-    if paths.get("plot_error"):
-        print(f"plot not written: {paths['plot_error']}", file=sys.stderr)
+    print_written(paths, markdown)
     return 0
 
 

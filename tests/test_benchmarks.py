@@ -150,6 +150,27 @@ def test_latency_dit_only_quick(tiny_engines, tmp_path, restore_threads):
     assert dynamic["fidelity"]["dit_cosine"] > 0.9
 
 
+@pytest.mark.slow
+@requires_exporter
+def test_latency_dit_only_exports_and_reuses(tmp_path, restore_threads):
+    """DiT-only export path of the real-size run (on the tiny preset): export + quantize_dynamic,
+    then a second run reuses the graphs from --work-dir."""
+    out, work = tmp_path / "results", tmp_path / "work"
+    argv = ["--model", "tiny", "--mode", "dit-only", "--quick", "--threads", "1",
+            "--backends", "torch-eager,ort-cpu-fp32,ort-cpu-int8,ort-cpu-int8-dynamic",
+            "--work-dir", str(work), "--out-dir", str(out), "--name", "export", "--no-progress"]
+    latency = _script("latency")
+    assert latency.main(argv) == 0
+    first = _check_files(out, "export")["resolutions"][0]
+    assert all(e["status"] == "ok" for e in first["targets"]), [e["reason"] for e in first["targets"]]
+    assert "random" in first["artifacts"]["methods"]["int8"]["calibration"]
+    stamp = json.loads((work / "r32" / "stamp.json").read_text())
+    assert set(stamp["files"]) == {"fp32", "int8", "int8-dynamic"}
+    before = {p.name: p.stat().st_mtime_ns for p in (work / "r32").glob("*.onnx")}
+    assert latency.main(argv) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (work / "r32").glob("*.onnx")} == before
+
+
 # ------------------------------------------------------------------------------------ FLOPs
 def test_dit_flops_match_the_flop_counter(tiny_model):
     """The analytic projection FLOPs equal torch's FlopCounterMode (mm/addmm/conv) exactly; the
@@ -332,9 +353,9 @@ def test_accuracy_quick_with_refer_fixture(tiny_engines, tmp_path, restore_threa
     assert datasets["refcoco (unc) testA"]["backends"][0]["scores"]["count"] == 1
 
 
-@pytest.mark.skipif(not DEMO_AVAILABLE, reason="demo checkpoint not present in the package assets")
 @pytest.mark.skipif(not (DEMO_ENGINES / "manifest.json").is_file(),
                     reason="engines/demo is not built (python export/build_engines.py --checkpoint demo)")
+@pytest.mark.skipif(not DEMO_AVAILABLE, reason="demo checkpoint not present in the package assets")
 def test_demo_accuracy_quick(tmp_path, restore_threads):
     """The trained demo through its fp32 engines: faithful to PyTorch and far above chance."""
     argv = ["--model", "demo", "--engines", str(DEMO_ENGINES), "--no-build", "--quick", "--threads", "1",

@@ -155,7 +155,7 @@ def _load_tensorrt(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], 
     from .runtime.trt_api import import_tensorrt
 
     import_tensorrt()  # BackendUnavailableError with install instructions when missing
-    return _load_all({stage: TensorRTRunner(directory / a["file"], device=device) for stage, a in artifacts.items()})
+    return load_all_runners({stage: TensorRTRunner(directory / a["file"], device=device) for stage, a in artifacts.items()})
 
 
 def _load_onnxruntime(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], provider: str,
@@ -165,11 +165,11 @@ def _load_onnxruntime(directory: Path, artifacts: Mapping[str, Mapping[str, Any]
     except ImportError as exc:
         raise BackendUnavailableError(f"onnxruntime is not installed ({exc}); pip install onnxruntime.") from None
     index = device.index or 0
-    return _load_all({stage: OnnxRuntimeRunner(directory / a["file"], provider=provider, device_id=index)
+    return load_all_runners({stage: OnnxRuntimeRunner(directory / a["file"], provider=provider, device_id=index)
                       for stage, a in artifacts.items()})
 
 
-def _load_all(runners: dict) -> dict:
+def load_all_runners(runners: dict) -> dict:
     """Load every runner; on any failure close those already loaded and re-raise."""
     loaded = []
     try:

@@ -120,7 +120,7 @@ def prepare_pipeline_artifacts(model, source: dict, resolution: int, specs: list
         if len(settings.resolutions or []) > 1:
             directory = directory / f"r{resolution}"
     elif source["kind"] == "checkpoint":
-        name = Path(source["path"] or source["name"]).name
+        name = "demo" if source["name"] == "demo" else Path(source["path"] or source["name"]).name
         directory = Path(settings.engines_root) / (name if resolution == native else f"{name}-r{resolution}")
     else:
         directory = work_dir / f"engines-r{resolution}"
@@ -174,13 +174,23 @@ def prepare_pipeline_artifacts(model, source: dict, resolution: int, specs: list
         if record["stage"] == "dit" and record["runtime"] == "onnx":
             artifacts.methods[record["precision"]] = record.get("details")
     if any(s.precision == "int8-dynamic" for s in specs):
-        out = work_dir / f"r{resolution}" / "dit.int8-dynamic.onnx"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        artifacts.methods["int8-dynamic"] = quantize_dynamic_dit(artifacts.dit_fp32(), out)
-        artifacts.build_seconds["int8-dynamic"] = round(time.perf_counter() - start, 1)
-        artifacts.dit_files["int8-dynamic"] = out
+        add_int8_dynamic(artifacts, artifacts.dit_fp32(), work_dir / f"r{resolution}", log)
     return artifacts
+
+
+def add_int8_dynamic(artifacts: Artifacts, fp32: Path, directory: Path, log) -> None:
+    """``quantize_dynamic`` the fp32 DiT into ``directory`` (a failure is kept for its targets)."""
+    out = directory / "dit.int8-dynamic.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        artifacts.methods["int8-dynamic"] = quantize_dynamic_dit(fp32, out)
+    except Exception as exc:  # noqa: BLE001 - recorded as the int8-dynamic targets' failure
+        artifacts.failures["int8-dynamic"] = f"{type(exc).__name__}: {str(exc).strip()[:1000]}"
+        log(f"quantize_dynamic failed: {artifacts.failures['int8-dynamic'][:300]}")
+        return
+    artifacts.build_seconds["int8-dynamic"] = round(time.perf_counter() - start, 1)
+    artifacts.dit_files["int8-dynamic"] = out
 
 
 def engines_mismatch(manifest, model, source: dict) -> str | None:
@@ -223,13 +233,10 @@ def prepare_dit_artifacts(model, source: dict, resolution: int, specs: list[Targ
             if record["stage"] == "dit" and record["runtime"] == "onnx":
                 artifacts.dit_files[record["precision"]] = Path(settings.engines) / record["file"]
                 artifacts.methods[record["precision"]] = record.get("details")
+        if "fp32" not in artifacts.dit_files:
+            raise RuntimeError(f"{settings.engines} has no fp32 DiT graph")
         if "int8-dynamic" in precisions:
-            out = work_dir / f"r{resolution}" / "dit.int8-dynamic.onnx"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            start = time.perf_counter()
-            artifacts.methods["int8-dynamic"] = quantize_dynamic_dit(artifacts.dit_files["fp32"], out)
-            artifacts.build_seconds["int8-dynamic"] = round(time.perf_counter() - start, 1)
-            artifacts.dit_files["int8-dynamic"] = out
+            add_int8_dynamic(artifacts, artifacts.dit_files["fp32"], work_dir / f"r{resolution}", log)
         return artifacts
     stamp = config_stamp(model.config, source.get("seed"), f"{source['kind']}:{source.get('path') or source['name']}")
     graph_precisions = [p for p in precisions if p in ("fp32", "fp16", "int8", "int8-dynamic")]

@@ -329,3 +329,13 @@ def accuracy_plot(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def print_written(paths: dict[str, str | None], markdown: str) -> None:
+    """Print the Markdown table, then (on stderr) which files were written or why the plot was not."""
+    import sys
+
+    print(markdown)
+    print("\nwrote " + ", ".join(str(p) for k, p in paths.items() if p and k != "plot_error"), file=sys.stderr)
+    if paths.get("plot_error"):
+        print(f"plot not written: {paths['plot_error']}", file=sys.stderr)

@@ -111,6 +111,7 @@ class Artifacts:
     methods: dict[str, Any] = field(default_factory=dict)
     build_seconds: dict[str, float] = field(default_factory=dict)
     work_dir: Path | None = None
+    failures: dict[str, str] = field(default_factory=dict)  # precision -> why its graph could not be made
 
     def dit_fp32(self) -> Path:
         if self.manifest is not None:
@@ -150,11 +151,16 @@ def export_dit_graphs(model, directory: Path, precisions: list[str], *, stamp: s
         stamp_file.write_text(json.dumps({"stamp": stamp, "files": done}, indent=2))
 
     wanted = ["fp32"] + [p for p in precisions if p != "fp32"]
+    layers = int(model.config.transformer["num_layers"])
     for precision in wanted:
         path = directory / f"dit.{precision}.onnx"
         if precision in done and path.is_file():
             log(f"reusing {path} ({done[precision]['method'][:60]}...)")
-        else:
+            artifacts.dit_files[precision] = path
+            artifacts.methods[precision] = done[precision]["details"]
+            artifacts.build_seconds[precision] = done[precision]["seconds"]
+            continue
+        try:
             start = time.perf_counter()
             if precision == "fp32":
                 big = module_bytes(model.transformer) > EXTERNAL_DATA_THRESHOLD
@@ -173,7 +179,7 @@ def export_dit_graphs(model, directory: Path, precisions: list[str], *, stamp: s
                 source = directory / "dit.fp32.onnx"
                 log(f"quantizing {path.name} (static Q/DQ, {calib_samples} random calibration inputs)")
                 method = quantize_dit(source, path, random_dit_feeds(model.config, calib_samples, prompt_tokens),
-                                      num_layers=int(model.config.transformer["num_layers"]), keep_blocks=1,
+                                      num_layers=layers, keep_blocks=1 if layers > 2 else 0,
                                       external_data=bool(external_data_files(source)), progress=False)
                 method = {**method, "calibration": f"{calib_samples} random N(0,1) inputs (smoke-level, not real data)"}
             elif precision == "int8-dynamic":
@@ -182,9 +188,15 @@ def export_dit_graphs(model, directory: Path, precisions: list[str], *, stamp: s
                 method = quantize_dynamic_dit(source, path)
             else:
                 raise ValueError(f"unknown precision {precision!r}")
-            done[precision] = {"method": method["method"] if isinstance(method, dict) else str(method),
-                               "details": method, "seconds": round(time.perf_counter() - start, 2)}
-            save()
+        except Exception as exc:  # noqa: BLE001 - that precision's targets are recorded as failed
+            if precision == "fp32":
+                raise
+            artifacts.failures[precision] = f"{type(exc).__name__}: {str(exc).strip()[:1000]}"
+            log(f"could not make the {precision} DiT graph: {artifacts.failures[precision][:300]}")
+            continue
+        done[precision] = {"method": method["method"] if isinstance(method, dict) else str(method),
+                           "details": method, "seconds": round(time.perf_counter() - start, 2)}
+        save()
         artifacts.dit_files[precision] = path
         artifacts.methods[precision] = done[precision]["details"]
         artifacts.build_seconds[precision] = done[precision]["seconds"]
@@ -328,14 +340,9 @@ def open_target(spec: TargetSpec, artifacts: Artifacts, *, model, device: torch.
         runners = {stage: TensorRTRunner(path, device=target_device) for stage, path in files.items()}
     from ..backends import RunnerPipeline
 
-    loaded = []
-    try:
-        for runner in runners.values():
-            loaded.append(runner.load())
-    except Exception:
-        for runner in loaded:
-            runner.close()
-        raise
+    from ..backend_select import load_all_runners
+
+    load_all_runners(runners)
     pipeline = RunnerPipeline(spec.family, runners, target_device, host_io=not on_cuda)
     if artifacts.mode == "pipeline":
         pipeline.check_graphs(artifacts.config.resolution, artifacts.config.embedder.hidden_size)
@@ -345,6 +352,8 @@ def open_target(spec: TargetSpec, artifacts: Artifacts, *, model, device: torch.
 
 
 def _stage_files(spec: TargetSpec, artifacts: Artifacts, stages: tuple[str, ...]) -> dict[str, Path]:
+    if spec.precision in artifacts.failures:
+        raise RuntimeError(f"making the {spec.precision} DiT graph failed: {artifacts.failures[spec.precision]}")
     runtime = "tensorrt" if spec.family == "tensorrt" else "onnx"
     if spec.precision == "int8-dynamic":
         dit = artifacts.dit_files.get("int8-dynamic")
