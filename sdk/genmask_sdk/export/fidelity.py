@@ -4,7 +4,9 @@ Every stage is fed the reference's own inputs (so errors do not compound across 
 ``vae_encoder`` gets the check pixels, ``dit`` the reference z_img and (padded) context,
 ``mask_head`` the reference x0. Recorded: max and mean absolute error, the reference's largest
 magnitude, the tolerance, and for the DiT the logits error and mask IoU of its x0 decoded by the
-PyTorch mask head (mask = logits > 0) against the reference mask.
+PyTorch mask head (mask = logits > 0) against the reference mask: per sample (mean, min) and
+pooled over all samples (total intersection / total union; robust to samples whose reference mask
+is empty or tiny, where one flipped pixel makes the per-sample IoU 0).
 
 Tolerance: ``max_abs_error <= atol + rtol * max|reference|`` per precision (``TOLERANCES``);
 non-finite outputs always fail. These bounds catch broken graphs (wrong weights, overflow), not
@@ -115,7 +117,7 @@ def mask_agreement(x0: np.ndarray, ref_logits: np.ndarray, mask_head) -> dict:
         logits = mask_head(torch.from_numpy(np.ascontiguousarray(x0, dtype=np.float32))).numpy()
     ious = [mask_iou(a > 0, b > 0) for a, b in zip(logits, ref_logits)]
     return {"logits_max_abs_error": _max_err(logits, ref_logits), "mask_iou_mean": float(np.mean(ious)),
-            "mask_iou_min": float(np.min(ious))}
+            "mask_iou_min": float(np.min(ious)), "mask_iou_pooled": mask_iou(logits > 0, ref_logits > 0)}
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

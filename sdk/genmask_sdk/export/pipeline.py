@@ -288,7 +288,8 @@ class _Build:
             self.built.append(name)
         else:
             self.log(f"{name} is an intermediate of this build (not in the requested sets): not kept")
-        extra = f", mask IoU {fidelity['mask_iou_mean']:.4f}" if "mask_iou_mean" in fidelity else ""
+        extra = (f", mask IoU pooled {fidelity['mask_iou_pooled']:.4f} (per-sample mean {fidelity['mask_iou_mean']:.4f})"
+                 if "mask_iou_pooled" in fidelity else "")
         self.log(f"{name}: {export_seconds:.1f} s, max |onnx - torch| {fidelity['max_abs_error']:.3g}{extra}")
 
     def _source(self, stage: str) -> Path:
