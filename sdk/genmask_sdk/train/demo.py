@@ -57,7 +57,8 @@ class DemoTrainingConfig:
     warmup_steps: int = 150
     shift_a: float = 0.05
     cfg_dropout: float = 0.1
-    probe_steps: int = 400
+    probe_steps: int = 3000
+    probe_lr: float = 3e-2
     checkpoint_every: int = 250
     threads: int = 0  # 0: leave torch's default
 
@@ -253,11 +254,11 @@ def run(cfg: DemoTrainingConfig, out: Path, work: Path) -> Path:
     cache = _stage(work / "cache.pt", lambda: build_cache(model, embedder, data))
     log = train_dit(model, cache, cfg, work)
     probe_losses = fit_linear_probe(model.mask_head, cache["z_masks"], data["masks"], steps=cfg.probe_steps,
-                                    seed=cfg.seed)
+                                    lr=cfg.probe_lr, seed=cfg.seed)
     model.save_pretrained(out)
     summary = {
         "training_config": dataclasses.asdict(cfg),
-        "minutes": round((time.time() - started) / 60, 2),
+        "minutes": round(_add_elapsed(work, time.time() - started) / 60, 2),
         "threads": torch.get_num_threads(),
         "expressions": int(data["masks"].shape[0]),
         "vae_reconstruction_mse": vae_mse,
@@ -269,6 +270,15 @@ def run(cfg: DemoTrainingConfig, out: Path, work: Path) -> Path:
     atomic_write_text(work / "dit_log.json", json.dumps(log))
     print(json.dumps(summary, indent=2))
     return out
+
+
+def _add_elapsed(work: Path, seconds: float) -> float:
+    """Add this invocation's wall time to ``work/elapsed.json``; returns the total over every
+    invocation on ``work`` (so a resumed run reports all the compute its checkpoint cost)."""
+    marker = work / "elapsed.json"
+    before = json.loads(marker.read_text())["seconds"] if marker.exists() else 0.0
+    atomic_write_text(marker, json.dumps({"seconds": before + seconds}))
+    return before + seconds
 
 
 def _train_vae_stage(model: GenMaskModel, data: dict, cfg: DemoTrainingConfig) -> dict:
