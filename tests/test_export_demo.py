@@ -2,7 +2,7 @@
 
 Skipped until the demo checkpoint exists (sdk/genmask_sdk/assets/demo_checkpoint/). Held-out
 inputs are procedural scenes of seed 10 000 (training uses seed 0, calibration 5000/5001).
-The fp32 and fp16 sets are built once for the module; the int8 test (slow) adds the int8 DiT to
+The fp32 and fp16 sets are built once for the module; the int8 test adds the int8 DiT to
 the same directory, reusing the rest.
 """
 
@@ -95,7 +95,6 @@ def test_fp16_set_keeps_the_masks(demo, references):
     assert iou >= 0.99, (error, iou)
 
 
-@pytest.mark.slow
 def test_int8_set_keeps_97_percent_of_the_miou(demo):
     model, out, _ = demo
     result = build_engines("demo", out, ["fp32", "fp16", "int8"], log=lambda _: None, **OPTIONS)
