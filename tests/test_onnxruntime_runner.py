@@ -62,8 +62,14 @@ def test_session_options_applied(model_path):
         options = r._session.get_session_options()
         assert options.intra_op_num_threads == 2
         assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         out = r.infer(random_feeds(2))
     np.testing.assert_allclose(out["y"], reference(**random_feeds(2))["y"], rtol=1e-5)
+
+
+def test_spinning_can_be_turned_back_on(model_path):
+    with OnnxRuntimeRunner(model_path, allow_spinning=True) as r:
+        assert r._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 def test_wrong_dtype_is_reported_polygraphy_style(runner):

@@ -34,7 +34,7 @@ import torch
 from .flops import (DIT_FORMULA, EMBED_FORMULA, HEAD_FORMULA, VAE_FORMULA, dit_flops, embedder_flops,
                     mask_head_flops, vae_encoder_flops)
 from .stats import summarize, time_calls
-from .system import gemm_peak, hardware, peak_memory, versions
+from .system import cpu_has_native_bf16, gemm_peak, hardware, peak_memory, versions
 from .targets import (REFERENCE, Artifacts, OpenedTarget, TargetSpec, TargetUnavailable, config_stamp,
                       detached_head, export_dit_graphs, open_target, parse_targets, quantize_dynamic_dit,
                       unavailable_reason)
@@ -485,7 +485,10 @@ def measure_peak(settings, device: torch.device, log) -> dict[str, Any]:
         reference = gemm_peak("float16", 2048 if settings.quick else 8192, "cuda", repeats=3 if settings.quick else 10)
     else:
         reference = gemm_peak("float32", n_cpu, "cpu", repeats=3 if settings.quick else 5)
-        if not settings.quick:
+        if not settings.quick and not cpu_has_native_bf16():
+            # Emulated bf16 GEMMs run 15-25x slower than fp32 (minutes for 2048³): not a peak.
+            extra.append({"dtype": "bfloat16", "skipped": "this CPU has no avx512_bf16 / amx_bf16"})
+        elif not settings.quick:
             try:
                 extra.append(gemm_peak("bfloat16", n_cpu, "cpu", repeats=5))
             except Exception as exc:  # noqa: BLE001 - informative only

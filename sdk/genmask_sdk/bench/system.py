@@ -94,6 +94,11 @@ def versions() -> dict[str, Any]:
     return found
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16)."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["flags"]))
+
+
 def gemm_peak(dtype: str = "float32", n: int = 2048, device: str = "cpu", repeats: int = 5) -> dict[str, Any]:
     """Measured dense GEMM rate: the median over ``repeats`` of ``torch.matmul`` on n×n×n
     (2·n³ FLOPs), after two warm-up calls, in ``dtype`` on ``device``. The reference "peak" a
