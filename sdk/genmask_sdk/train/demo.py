@@ -50,7 +50,7 @@ class DemoTrainingConfig:
     vae_batch: int = 16
     vae_lr: float = 1e-3
     vae_crop: int = 64
-    dit_steps: int = 3000
+    dit_steps: int = 6000
     seg_batch: int = 32
     gen_batch: int = 16
     dit_lr: float = 1e-3
@@ -324,7 +324,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("runs/demo/work"),
                         help="stage outputs; re-running with the same --work resumes")
     parser.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and sampling")
-    parser.add_argument("--dit-steps", type=int, default=None, help="DiT optimisation steps (default 3000)")
+    parser.add_argument("--dit-steps", type=int, default=None, help="DiT optimisation steps (default 6000)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run on the tiny preset")
     return parser.parse_args(argv)
