@@ -54,3 +54,16 @@ def tiny_engines(tiny_model, tmp_path_factory):
     result = build_engines(checkpoint, root / "engines" / "tiny", ["fp32", "fp16"], tensorrt="off", max_batch=4,
                            check_samples=1, progress=False, log=lambda line: None)
     return result.directory, checkpoint
+
+
+@pytest.fixture(scope="session")
+def demo_engines(tmp_path_factory):
+    """(engines dir, BuildResult) of the shipped demo checkpoint: fp32 and fp16 ONNX sets +
+    manifest.json, built once per session by the exporter (no TensorRT). Tests may add sets to it."""
+    from genmask_sdk.export.pipeline import build_engines
+
+    if not DEMO_AVAILABLE:
+        pytest.skip("demo checkpoint not present in the package assets")
+    out = tmp_path_factory.mktemp("demo") / "engines"
+    result = build_engines("demo", out, ["fp32", "fp16"], tensorrt="off", progress=False, log=lambda _: None)
+    return out, result

@@ -20,10 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DEMO_AVAILABLE
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_ENGINES = ROOT / "engines" / "demo"
 EXPORTER = importlib.util.find_spec("genmask_sdk.export.pipeline") is not None
 requires_exporter = pytest.mark.skipif(not EXPORTER, reason="the exporter (genmask_sdk.export.pipeline) is missing; "
                                                             "the benchmarks need ONNX graphs to time")
@@ -353,19 +351,12 @@ def test_accuracy_quick_with_refer_fixture(tiny_engines, tmp_path, restore_threa
     assert datasets["refcoco (unc) testA"]["backends"][0]["scores"]["count"] == 1
 
 
-@pytest.mark.skipif(not (DEMO_ENGINES / "manifest.json").is_file(),
-                    reason="engines/demo is not built (python export/build_engines.py --checkpoint demo)")
-@pytest.mark.skipif(not DEMO_AVAILABLE, reason="demo checkpoint not present in the package assets")
-def test_demo_accuracy_quick(tmp_path, restore_threads):
+def test_demo_accuracy_quick(demo_engines, tmp_path, restore_threads):
     """The trained demo through its fp32 engines: faithful to PyTorch and far above chance."""
-    argv = ["--model", "demo", "--engines", str(DEMO_ENGINES), "--no-build", "--quick", "--threads", "1",
+    engines, _ = demo_engines
+    argv = ["--model", "demo", "--engines", str(engines), "--no-build", "--quick", "--threads", "1",
             "--backends", "torch-eager,ort-cpu-fp32", "--out-dir", str(tmp_path), "--name", "demo", "--no-progress"]
-    try:
-        _script("accuracy").main(argv)
-    except RuntimeError as exc:
-        if "was built" in str(exc):
-            pytest.skip(f"engines/demo does not match the packaged demo checkpoint: {exc}")
-        raise
+    _script("accuracy").main(argv)
     data = _check_files(tmp_path, "demo")
     (dataset,) = data["datasets"]
     entries = {e["target"]: e for e in dataset["backends"]}

@@ -27,12 +27,10 @@ HELD_OUT_SEED = 10_000
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    from genmask_sdk.model import GenMaskModel
-
-    out = tmp_path_factory.mktemp("demo") / "engines"
-    result = build_engines("demo", out, ["fp32", "fp16"], log=lambda _: None, **OPTIONS)
-    return GenMaskModel.from_pretrained("demo"), out, result
+def demo(demo_engines, demo_model):
+    """(model, engines dir, BuildResult): the session's demo engines (fp32, fp16)."""
+    out, result = demo_engines
+    return demo_model, out, result
 
 
 def held_out(n_scenes: int):
