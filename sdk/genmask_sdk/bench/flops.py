@@ -36,9 +36,9 @@ C_i = base_dim·[1, *dim_mult]_i, spatial side s halving after every stage but t
     conv_in 3 → C_0, conv_out C_last → 2·z (3×3), quant_conv 2·z → 2·z (1×1)
 
 These are the *useful* FLOPs: with one frame, a causal 3×3×3 convolution sees two zero-padded
-frames, so only its last temporal slice touches data. Runtimes that execute the full 3-D kernel
-(diffusers' eager code and the exported graph do) perform 3× the work in those convolutions;
-``vae_encoder_flops(..., executed=True)`` counts that.
+frames, so only its last temporal slice touches data. diffusers' eager code executes the full 3-D
+kernel, 3× the work in those convolutions (``vae_encoder_flops(..., executed=True)`` counts that);
+the exported graph runs the 2-D equivalent (``genmask_sdk.model.vae.single_frame_convolutions``).
 
 **Mask head** (linear probe): ``2 · (R/8)² · 16 · 64``.
 
@@ -106,8 +106,8 @@ def vae_encoder_flops(config: GenMaskConfig, batch: int = 1, resolution: int | N
                       executed: bool = False) -> FlopCount:
     """FLOPs of the VAE encoder on ``batch`` images at the engine resolution (module docstring).
 
-    ``executed=True`` counts the full 3×3×3 causal kernels as eager diffusers and the exported
-    graph run them (3× the useful work in those convolutions)."""
+    ``executed=True`` counts the full 3×3×3 causal kernels as eager diffusers runs them (3× the
+    useful work in those convolutions; the exported graph runs the 2-D equivalent)."""
     vae = config.vae
     if vae.get("is_residual"):
         raise NotImplementedError("FLOPs of the residual (Wan2.2) VAE encoder are not modelled")

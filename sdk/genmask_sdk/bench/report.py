@@ -125,7 +125,7 @@ def latency_resolution_markdown(res: dict[str, Any]) -> list[str]:
              f"DiT: {res['tokens_per_frame']} tokens per frame (2 frames), {prompt} prompt tokens, "
              f"{_flops(dit1)} per prompt."
              + (f" VAE encoder {_flops(flops['vae_encoder']['1'])} (useful; "
-                f"{_flops(res['vae_encoder_executed_flops'])} executed as 3-D kernels)."
+                f"{_flops(res['vae_encoder_executed_flops'])} executed by PyTorch eager's 3-D kernels; the ONNX graphs run 2-D ones)."
                 if flops.get("vae_encoder") else ""), ""]
     lines += headline(res)
     lines += ["| backend | stage | batch | p50 ms | p90 ms | p99 ms | n | 1st call ms | × ref | prompts/s | TFLOP/s | % peak |",
