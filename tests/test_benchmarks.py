@@ -20,7 +20,6 @@ import pytest
 import torch
 from PIL import Image
 
-
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTER = importlib.util.find_spec("genmask_sdk.export.pipeline") is not None
 requires_exporter = pytest.mark.skipif(not EXPORTER, reason="the exporter (genmask_sdk.export.pipeline) is missing; "

@@ -99,7 +99,6 @@ def test_fp32_vae_and_mask_head_match_torch(tiny):
     assert logits.shape == (3, 1, 32, 32) and np.abs(logits - logits_ref).max() <= 1e-4
 
 
-
 def test_vae_encoder_graph_has_only_2d_convolutions(tiny):
     """One frame: every causal 3-D conv is exported as a 2-D conv (matching torch is tested above)."""
     _, _, engines, result, _ = tiny
@@ -109,6 +108,7 @@ def test_vae_encoder_graph_has_only_2d_convolutions(tiny):
     assert convs and {ranks[n.output[0]] for n in convs} == {4}
     record = result.manifest.artifact("vae_encoder", "fp32")
     assert "exported as 2-D" in record["details"]["method"]
+
 
 @pytest.mark.parametrize("name", ["dit.fp32.onnx", "dit.fp16.onnx", "dit.int8.onnx"])
 def test_padded_prompt_gives_the_unpadded_result(tiny, name):

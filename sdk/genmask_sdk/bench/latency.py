@@ -476,6 +476,17 @@ def run_latency(settings: LatencySettings, log: Callable[[str], None] | None = N
     return result
 
 
+def _cpu_bf16_peak(n: int) -> dict[str, Any]:
+    """The bf16 GEMM rate on CPU, or why it was not measured: emulated bf16 (no AVX512-BF16 or
+    AMX-BF16) runs 15-25x slower than fp32 — minutes for 2048³ — and is no peak."""
+    if not cpu_has_native_bf16():
+        return {"dtype": "bfloat16", "skipped": "this CPU has no avx512_bf16 / amx_bf16"}
+    try:
+        return gemm_peak("bfloat16", n, "cpu", repeats=5)
+    except Exception as exc:  # noqa: BLE001 - informative only
+        return {"dtype": "bfloat16", "error": f"{type(exc).__name__}: {exc}"}
+
+
 def measure_peak(settings, device: torch.device, log) -> dict[str, Any]:
     """The reference peak: ``--peak-tflops`` if given, else a measured GEMM (fp32 2048³ on CPU,
     fp16 8192³ on CUDA); on CPU a bf16 GEMM is recorded alongside (the AMX/AVX-512 limit)."""
@@ -485,14 +496,8 @@ def measure_peak(settings, device: torch.device, log) -> dict[str, Any]:
         reference = gemm_peak("float16", 2048 if settings.quick else 8192, "cuda", repeats=3 if settings.quick else 10)
     else:
         reference = gemm_peak("float32", n_cpu, "cpu", repeats=3 if settings.quick else 5)
-        if not settings.quick and not cpu_has_native_bf16():
-            # Emulated bf16 GEMMs run 15-25x slower than fp32 (minutes for 2048³): not a peak.
-            extra.append({"dtype": "bfloat16", "skipped": "this CPU has no avx512_bf16 / amx_bf16"})
-        elif not settings.quick:
-            try:
-                extra.append(gemm_peak("bfloat16", n_cpu, "cpu", repeats=5))
-            except Exception as exc:  # noqa: BLE001 - informative only
-                extra.append({"dtype": "bfloat16", "error": f"{type(exc).__name__}: {exc}"})
+        if not settings.quick:
+            extra.append(_cpu_bf16_peak(n_cpu))
     log(f"GEMM reference: {reference['tflops'] * 1000:.1f} GFLOP/s ({reference['method']})")
     if settings.peak_tflops:
         return {"tflops": float(settings.peak_tflops), "source": "--peak-tflops", "measured": reference,

@@ -20,6 +20,7 @@ listed file that still verifies, and says so.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -308,13 +309,14 @@ class _Build:
             module = {"vae_encoder": model.vae_encoder, "mask_head": lambda: model.mask_head,
                       "dit": lambda: DitGraph(model.one_step_dit())}[stage]()
             big = module_bytes(module) > opts.external_data_threshold
+            method = "torch.onnx.export(dynamo=True), float32"
+            tracing = contextlib.nullcontext()
             if stage == "vae_encoder":  # one frame: each causal 3-D conv is exactly a 2-D conv (3x less work)
-                with single_frame_convolutions():
-                    seconds = export_graph(module, stage, self.config, path, opset=opts.opset, external_data=big)
-                return {"method": "torch.onnx.export(dynamo=True), float32; causal 3-D convolutions of the single "
-                                  "frame exported as 2-D (kernel's last temporal slice)", "trace_seconds": round(seconds, 2)}
-            seconds = export_graph(module, stage, self.config, path, opset=opts.opset, external_data=big)
-            return {"method": "torch.onnx.export(dynamo=True), float32", "trace_seconds": round(seconds, 2)}
+                method += "; causal 3-D convolutions of the single frame exported as 2-D (kernel's last temporal slice)"
+                tracing = single_frame_convolutions()
+            with tracing:
+                seconds = export_graph(module, stage, self.config, path, opset=opts.opset, external_data=big)
+            return {"method": method, "trace_seconds": round(seconds, 2)}
         if (stage, precision) == ("dit", "fp16"):
             big = module_bytes(model.transformer) // 2 > opts.external_data_threshold
             return export_fp16_dit(model, path, opset=opts.opset, external_data=big)
