@@ -363,8 +363,27 @@ def test_demo_accuracy_quick(demo_engines, tmp_path, restore_threads):
     assert entries["ort-cpu-fp32"]["fidelity"]["mask_iou_mean"] > 0.99
 
 
+def test_vlm_stage_quick(tmp_path, restore_threads):
+    """The Qwen2.5-VL stage benchmark on the tiny architecture at the real 448² image budget."""
+    argv = ["--size", "tiny", "--quick", "--out", str(tmp_path), "--name", "vlm"]
+    assert _script("vlm_stage").main(argv) == 0
+    data = json.loads((tmp_path / "vlm.json").read_text())
+    for where, number in _numbers(data):
+        assert math.isfinite(number), where
+    assert (tmp_path / "vlm.md").read_text().startswith("# Qwen2.5-VL-TINY")
+    for key in ("schema", "created", "settings", "hardware", "versions", "model", "command"):
+        assert key in data
+    assert data["lengths"]["image_tokens"] == 256
+    timings = data["timings"]
+    assert {"image_prefix", "first_prompt", "first_total", "extra_prompt", "batch_4", "reason", "full_prefill"} <= set(timings)
+    for row in timings.values():
+        assert 0 < row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert data["cache_vs_full_max_abs"] <= 1e-4
+    assert data["ratios"]["extra_prompt_over_first"] == timings["extra_prompt"]["p50_ms"] / timings["first_total"]["p50_ms"]
+
+
 def test_scripts_have_help():
-    for name in ("latency", "accuracy"):
+    for name in ("latency", "accuracy", "vlm_stage"):
         module = _script(name)
         with pytest.raises(SystemExit) as exit_info:
             module.parse_args(["--help"])

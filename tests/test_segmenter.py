@@ -148,7 +148,9 @@ def test_set_image_then_many_prompts_equals_predict(seg, image):
 
 def test_timings_and_score_definition(seg, image):
     result = seg.predict(image, "the red circle")
-    assert set(result.timings) == {"preprocess", "embed", "vae_encoder", "dit", "mask_head", "postprocess", "total"}
+    assert set(result.timings) == {"preprocess", "embed_image", "reason", "embed", "vae_encoder", "dit", "mask_head",
+                                   "postprocess", "total"}
+    assert result.timings["embed_image"] == 0.0 and result.timings["reason"] == 0.0  # MiniLM: text only
     assert result.timings.cached == () and all(v >= 0 for v in result.timings.values())
     assert result.timings["total"] >= result.timings["dit"]
     expected = 1.0 / (1.0 + np.exp(-result.logits[result.mask].astype(np.float64)))

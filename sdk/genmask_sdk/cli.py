@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --engines (default: auto, the fastest available)")
     seg.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="with --engines")
     seg.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    seg.add_argument("--reason", action="store_true",
+                     help="treat each PROMPT as an instruction: the VLM names its target first, then that phrase is "
+                          "segmented (Qwen2.5-VL embedders only)")
     seg.add_argument("--out", metavar="PNG", help="write an overlay of all masks on the image")
     seg.add_argument("--json", action="store_true", help="print machine-readable results (with COCO RLE)")
 
@@ -91,7 +94,7 @@ def _segment(args: argparse.Namespace) -> int:
             return 2
         segmenter = Segmenter.from_pretrained(args.checkpoint or "demo", device=args.device or "cpu")
     with segmenter:
-        results = segmenter.predict(args.image, list(args.prompts))
+        results = segmenter.predict(args.image, list(args.prompts), reason=args.reason)
         described = segmenter.describe()
     overlay = None
     if args.out:
@@ -112,7 +115,8 @@ def _segment(args: argparse.Namespace) -> int:
     height, width = results[0].size
     for result in results:
         share = 100.0 * result.area / (height * width)
-        print(f"{result.prompt!r}: area {result.area} px ({share:.1f}% of {width}x{height}), score {result.score:.3f}")
+        named = f" -> {result.phrase!r}" if result.phrase != result.prompt else ""
+        print(f"{result.prompt!r}{named}: area {result.area} px ({share:.1f}% of {width}x{height}), score {result.score:.3f}")
     print(f"timings ({len(results)} prompt(s), one call): {results[0].timings}")
     if args.out:
         print(f"overlay written to {args.out}")

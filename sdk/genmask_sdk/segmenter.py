@@ -5,11 +5,17 @@
     seg.set_image(frame)                                  # encode once ...
     results = seg.predict(["the cup", "the left hand"])   # ... then many prompts, one DiT batch
 
-Pipeline per call: image -> letterbox (``imaging``) -> VAE encoder -> z_img (cached by
-``set_image``); prompts -> embedder (PyTorch, named by the config) -> contexts padded to the
-longest prompt with ``context_mask``; DiT in chunks of ``max_batch`` prompts; mask head ->
-logits (P, 1, R, R) -> letterbox removed, resized to (H, W). Intermediate tensors stay on the
-device; only the final masks/logits are copied to the host.
+Pipeline per call: image -> letterbox (``imaging``) -> VAE encoder -> z_img, and for an
+image-aware embedder (Qwen2.5-VL) its image prefix (vision tower + prefix prefill, KV cache) —
+both cached by ``set_image``; prompts -> the embedder's ``encode_prompts`` on that prefix (only
+the prompt tokens run) -> contexts padded to the longest prompt with ``context_mask``; DiT in
+chunks of ``max_batch`` prompts; mask head -> logits (P, 1, R, R) -> letterbox removed, resized
+to (H, W). Intermediate tensors stay on the device; only the final masks/logits are copied to
+the host.
+
+Reasoning mode (``predict(..., reason=True)``, paper §3.1): the VLM first answers, on the same
+cached prefix, with a short phrase naming what the instruction refers to; the DiT then segments
+that phrase. ``MaskResult.prompt`` keeps the instruction, ``MaskResult.phrase`` the answer.
 
 Thread safety: each Segmenter holds one re-entrant lock; ``predict``, ``set_image``,
 ``reset_image`` and ``close`` take it, so calls from several threads run one at a time and each
@@ -46,13 +52,13 @@ DEFAULT_MAX_BATCH = 16
 @dataclass(frozen=True, eq=False)
 class _ImageState:
     """What depends on the image alone: source (3, H, W) float [0, 1], letterbox geometry,
-    z_img (1, 16, R/8, R/8) on the pipeline device, a PIL copy for image-aware embedders, and
-    the milliseconds it cost."""
+    z_img (1, 16, R/8, R/8) on the pipeline device, the embedder's image prefix (None for
+    text-only embedders), and the milliseconds it cost."""
 
     picture: torch.Tensor
     box: Letterbox
     z_img: torch.Tensor
-    pil: Any
+    prefix: Any
     ms: dict
 
 
@@ -148,14 +154,22 @@ class Segmenter:
         return self._image is not None
 
     # -------------------------------------------------------------------------------- predict
-    def predict(self, image_or_prompts: Any, prompts: Any = _UNSET) -> MaskResult | list[MaskResult]:
+    def predict(self, image_or_prompts: Any, prompts: Any = _UNSET, *, reason: bool = False) -> MaskResult | list[MaskResult]:
         """``predict(image, prompt)`` or, after ``set_image``, ``predict(prompt)``.
 
         ``prompt`` is a str (returns one MaskResult) or a list/tuple of str (returns a list, one
         per prompt, in order; the image is encoded once and the prompts share DiT batches).
+        ``reason=True``: each prompt is an instruction ("what can I pour water into?"); the VLM
+        names its target first, on the cached image, and that phrase is segmented (needs an
+        embedder that can generate: Qwen2.5-VL; others raise InvalidStateError).
         """
         image, prompts = (None, image_or_prompts) if prompts is _UNSET else (image_or_prompts, prompts)
         texts, single = _prompt_list(prompts)
+        if not isinstance(reason, bool):
+            raise InputTypeError(f"reason must be True or False, got {reason!r}.")
+        if reason and not getattr(self._embedder, "can_generate", False):
+            self._embedder.reason(None, texts[0])  # raises the embedder's own explanation
+            raise InvalidStateError("this Segmenter's embedder cannot generate text, so reason=True is unavailable.")
         with self._lock:
             self._check_open()
             start = self._clock()
@@ -165,10 +179,11 @@ class Segmenter:
                         "no image is set: call set_image(image) before predict(prompts), or pass the image: "
                         "predict(image, prompts)."
                     )
-                state, cached = self._image, ("preprocess", "vae_encoder")
+                state = self._image
+                cached = ("preprocess", "embed_image", "vae_encoder") if state.prefix is not None else ("preprocess", "vae_encoder")
             else:
                 state, cached = self._prepare(image), ()
-            results = self._predict_prompts(state, texts, cached, start)
+            results = self._predict_prompts(state, texts, cached, start, reason)
         return results[0] if single else results
 
     __call__ = predict
@@ -177,27 +192,33 @@ class Segmenter:
         t0 = self._clock()
         picture = load_image(image)
         pixels, box = to_engine_pixels(picture.to(self.device), self.config.resolution)
-        pil = _to_pil(picture) if getattr(self._embedder, "uses_image", False) else None
+        uses_image = getattr(self._embedder, "uses_image", False)
         t1 = self._clock()
-        z_img = self._pipeline.encode(pixels)
+        prefix = self._embedder.encode_image(_to_pil(picture)) if uses_image else None
         t2 = self._clock()
-        return _ImageState(picture, box, z_img, pil, {"preprocess": t1 - t0, "vae_encoder": t2 - t1})
+        z_img = self._pipeline.encode(pixels)
+        t3 = self._clock()
+        return _ImageState(picture, box, z_img, prefix,
+                           {"preprocess": t1 - t0, "embed_image": t2 - t1 if uses_image else 0.0, "vae_encoder": t3 - t2})
 
-    def _predict_prompts(self, state: _ImageState, texts: list[str], cached: tuple, start: float) -> list[MaskResult]:
-        ms = {"preprocess": 0.0, "vae_encoder": 0.0} if cached else dict(state.ms)
+    def _predict_prompts(self, state: _ImageState, texts: list[str], cached: tuple, start: float,
+                         reason: bool = False) -> list[MaskResult]:
+        ms = {stage: 0.0 for stage in cached} if cached else dict(state.ms)
         t0 = self._clock()
-        embedding = self._embedder([state.pil] * len(texts) if state.pil is not None else None, texts)
+        phrases = [self._embedder.reason(state.prefix, text) for text in texts] if reason else texts
+        t1 = self._clock()
+        embedding = self._embedder.encode_prompts(state.prefix, phrases)
         context, context_mask = embedding.states.to(self.device), embedding.mask.to(self.device)
-        self._check_prompt_lengths(context_mask, texts)
-        ms["embed"] = self._clock() - t0
+        self._check_prompt_lengths(context_mask, phrases)
+        ms["reason"], ms["embed"] = (t1 - t0 if reason else 0.0), self._clock() - t1
         rows = []
         for first in range(0, len(texts), self._max_batch):
             rows.extend(self._run_chunk(state, context[first: first + self._max_batch],
                                         context_mask[first: first + self._max_batch], ms))
         ms["total"] = self._clock() - start
         timings = Timings(ms, cached)
-        return [MaskResult(mask=logits > 0, logits=logits, score=score, prompt=text, timings=timings,
-                           _image=state.picture) for text, (logits, score) in zip(texts, rows)]
+        return [MaskResult(mask=logits > 0, logits=logits, score=score, prompt=text, timings=timings, phrase=phrase,
+                           _image=state.picture) for text, phrase, (logits, score) in zip(texts, phrases, rows)]
 
     def _run_chunk(self, state: _ImageState, context: torch.Tensor, context_mask: torch.Tensor, ms: dict) -> list:
         """One DiT batch: contexts trimmed to this chunk's longest prompt -> [(logits HxW, score)]."""
@@ -264,7 +285,9 @@ class Segmenter:
             "resolution": self.config.resolution, "max_batch": self._max_batch,
             "max_prompt_tokens": self._max_prompt_tokens,
             "embedder": {"kind": spec.kind, "name_or_path": spec.name_or_path, "hidden_size": spec.hidden_size,
-                         "runs_on": f"torch ({self.device})"},
+                         "runs_on": f"torch ({self.device})", "image_size": spec.image_size,
+                         "image_tokens": spec.image_tokens,
+                         "can_reason": bool(getattr(self._embedder, "can_generate", False))},
             "fallbacks": list(info["fallbacks"]), "manifest": info.get("manifest"),
             "thread_safety": "one lock per Segmenter: calls run one at a time",
             "closed": self._closed,

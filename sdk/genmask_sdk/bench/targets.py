@@ -415,8 +415,9 @@ def _dit_only_plan(artifacts: Artifacts, precision: str, max_batch: int, max_pro
 
 
 def detached_head(model):
-    """A CPU copy of the model's mask head (kept after the model is released, for fidelity)."""
+    """A CPU copy of the model's mask decoder (``config.mask_decoder``; kept after the model is
+    released, for fidelity)."""
     if model is None:
         return None
-    head = copy.deepcopy(model.mask_head).cpu().float().eval()
+    head = copy.deepcopy(model.mask_decoder()).cpu().float().eval()
     return head

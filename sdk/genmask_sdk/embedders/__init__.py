@@ -20,5 +20,6 @@ def load_embedder(spec: EmbedderSpec, device: str | torch.device = "cpu") -> Emb
 
     return QwenVLEmbedder.from_pretrained(
         spec.name_or_path, device=device, prompt_template=spec.prompt_template,
-        max_prompt_tokens=spec.max_prompt_tokens,
+        max_prompt_tokens=spec.max_prompt_tokens, image_size=spec.image_size,
+        reason_template=spec.reason_template, reason_max_new_tokens=spec.reason_max_new_tokens,
     )

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ArtifactNotFoundError, InvalidInputError
+from ..errors import ArtifactNotFoundError, InvalidInputError, InvalidStateError
 from .base import Embedding
 from .validation import check_targets
 
@@ -44,6 +44,7 @@ class MiniLMEmbedder:
 
     hidden_size = 384
     uses_image = False
+    can_generate = False
 
     def __init__(self, model, tokenizer, prompt_template: str = "{target}", max_prompt_tokens: int = 64,
                  cache_size: int = 4096) -> None:
@@ -79,6 +80,20 @@ class MiniLMEmbedder:
             states[i, : row.shape[0]] = row
             mask[i, : row.shape[0]] = True
         return Embedding(states, mask)
+
+    def encode_image(self, image=None) -> None:
+        """Nothing depends on the image (text only): always None."""
+        return None
+
+    def encode_prompts(self, prefix, targets: Sequence[str]) -> Embedding:
+        """Same as ``self(None, targets)``; ``prefix`` is ignored (it is None)."""
+        return self(None, targets)
+
+    def reason(self, prefix, instruction: str) -> str:
+        raise InvalidStateError(
+            "reasoning segmentation (reason=True) needs an embedder that can generate text (Qwen2.5-VL); "
+            "this model's embedder is MiniLM, a text encoder. Pass the target phrase itself (reason=False)."
+        )
 
     def null_states(self) -> torch.Tensor:
         """States (L0, 384) of the empty instruction: the unconditional input for CFG dropout."""

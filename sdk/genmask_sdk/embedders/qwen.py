@@ -2,10 +2,9 @@
 
 GenMask conditions its DiT on the last hidden layer of Qwen2.5-VL (7B: D=3584, 3B: D=2048) run on
 one user turn made of the image followed by the instruction ``Please segment the {target} in the
-image.``. Only the prefill is needed, so this module runs the *base* model
-(``Qwen2_5_VLModel``: vision tower + language model, no ``lm_head``) once and takes its
-``last_hidden_state``, which is already the output of the final RMSNorm. No ``generate``, no KV
-cache, no ``output_hidden_states`` (which would keep every layer's activations alive).
+image.``. The states are the base model's ``last_hidden_state`` (``Qwen2_5_VLModel``: vision tower
++ language model), already the output of the final RMSNorm; the ``lm_head`` is only used by the
+reasoning mode, and ``output_hidden_states`` never (it would keep every layer's activations alive).
 
 Which tokens are returned
     Every token of the rendered chat sequence: the default system turn the chat template inserts,
@@ -17,13 +16,26 @@ Which tokens are returned
     is cropped, so a trained DiT and this embedder agree as long as the chat template and
     :data:`ADD_GENERATION_PROMPT` do.
 
+Image budget
+    With ``image_size`` (the presets: 448) every image is letterboxed to that square before the
+    vision tower, so it is always ``(image_size / 28)**2`` tokens (256) and the sequence length is
+    known from the config: ``max_prompt_tokens`` and the DiT's context profile follow from it.
+
+Image-prefix cache (``qwen_prefix``)
+    ``encode_image`` runs the vision tower and the prefill of the prefix (everything up to
+    ``<|vision_end|>``) once and keeps its states and KV cache; ``encode_prompts`` runs only the
+    suffix tokens of each prompt, batched, on that cache with the positions the full sequence gives
+    them. Equal to the full prefill (``full_prefill``) to float rounding (tested ≤ 1e-4 in fp32).
+
 Padding
-    Prompts in a batch differ in length (different image sizes give different numbers of image
-    tokens; different targets give different text lengths). The tokenizer pads on whatever side it
-    is configured for (the attention mask tells the model which tokens are padding, and Qwen2.5-VL
-    computes its 3-D M-RoPE positions from the unpadded tokens, so either side gives the same
-    states for the real tokens). The result is then re-packed *right-padded*: row ``b`` holds its
-    real tokens first, in order, and zeros after them; ``mask[b]`` is True exactly on those.
+    Rows are *right-padded*: row ``b`` holds its real tokens first, in order, and zeros after
+    them; ``mask[b]`` is True exactly on those. Right padding under causal attention leaves the real
+    tokens' states unchanged.
+
+Reasoning (paper §3.1)
+    ``reason(prefix, instruction)`` asks, on the same cached prefix, ``reason_template`` with the
+    instruction and decodes greedily (at most ``reason_max_new_tokens``) a phrase naming the target;
+    ``Segmenter.predict(..., reason=True)`` then segments that phrase.
 
 Processor
     ``AutoProcessor`` for Qwen2.5-VL in transformers 5.x also builds the *video* processor, which
@@ -44,20 +56,34 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from ..config import DEFAULT_REASON_TEMPLATE
 from ..errors import (
     ArtifactMismatchError,
     ArtifactNotFoundError,
     ConfigError,
     InputTypeError,
     InvalidInputError,
+    InvalidStateError,
 )
 from .base import Embedding
+from .qwen_loading import ProcessorPieces, base_model, read_chat_template, read_text_hidden_size, text_hidden_size
+from .qwen_prefix import ImagePrefix, cache_tensors, expanded_cache, suffix_positions
+from .qwen_text import (
+    IMAGE_TOKEN,
+    QWEN25VL_CHAT_TEMPLATE,
+    VISION_END,
+    clean_phrase,
+    right_padded,
+    stack_rows,
+    stop_token_ids,
+)
 
 __all__ = [
     "ADD_GENERATION_PROMPT",
     "DEFAULT_PROMPT_TEMPLATE",
     "QWEN25VL_CHAT_TEMPLATE",
     "QwenVLEmbedder",
+    "read_text_hidden_size",
 ]
 
 #: The instruction GenMask was trained with; ``{target}`` is replaced by the (stripped) phrase.
@@ -70,70 +96,7 @@ DEFAULT_PROMPT_TEMPLATE = "Please segment the {target} in the image."
 #: setting the DiT checkpoint was trained with; it is a constant, not an option, for that reason.
 ADD_GENERATION_PROMPT = True
 
-#: Qwen2.5-VL-Instruct's chat template, used only when neither the processor nor the tokenizer of
-#: a checkpoint carries one (the official checkpoints do).
-QWEN25VL_CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-IMAGE_TOKEN = "<|image_pad|>"
 _MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize refuses anything more elongated
-
-
-def _text_hidden_size(config: Any) -> int:
-    text_config = getattr(config, "text_config", None)
-    size = getattr(text_config, "hidden_size", None) if text_config is not None else None
-    if size is None:  # transformers 4.x kept the text fields at the top level
-        size = getattr(config, "hidden_size", None)
-    if not isinstance(size, int) or size <= 0:
-        raise ArtifactMismatchError(
-            f"cannot read the text hidden size from the model config ({type(config).__name__}); "
-            "expected a Qwen2.5-VL config with text_config.hidden_size (3584 for 7B, 2048 for 3B)."
-        )
-    return size
-
-
-def read_text_hidden_size(name_or_path: str, local_files_only: bool = False) -> int:
-    """D of a Qwen2.5-VL checkpoint (hub id or directory), read from its config alone."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
-    except OSError as exc:
-        raise ArtifactNotFoundError(
-            f"cannot read the config of {name_or_path!r} ({exc}); pass a local Qwen2.5-VL directory "
-            "or a reachable hub id."
-        ) from exc
-    return _text_hidden_size(config)
-
-
-def _base_model(model: torch.nn.Module) -> torch.nn.Module:
-    """``Qwen2_5_VLForConditionalGeneration`` -> its ``Qwen2_5_VLModel`` (skips ``lm_head``)."""
-    inner = getattr(model, "model", None)
-    if hasattr(model, "lm_head") and isinstance(inner, torch.nn.Module) and hasattr(inner, "visual"):
-        return inner
-    if not hasattr(model, "visual"):
-        raise InputTypeError(
-            f"model must be a Qwen2.5-VL model (Qwen2_5_VLModel or Qwen2_5_VLForConditionalGeneration),"
-            f" got {type(model).__name__} without a vision tower ('visual'); load one with "
-            "QwenVLEmbedder.from_pretrained('Qwen/Qwen2.5-VL-7B-Instruct')."
-        )
-    return model
 
 
 class QwenVLEmbedder:
@@ -149,12 +112,24 @@ class QwenVLEmbedder:
         max_prompt_tokens: if set, a prompt whose rendered sequence (image tokens included) is
             longer raises :class:`InvalidInputError` before the model runs; nothing is truncated,
             because cutting the sequence would cut the target phrase or the image.
-        min_pixels, max_pixels: bounds on the pixel count each image is resized to (aspect ratio
-            kept, sides multiples of ``patch_size * merge_size`` = 28). Each 28x28 block becomes one
-            visual token, so ``max_pixels = 28*28*256`` caps an image at 256 tokens. None keeps the
-            image processor's own setting (Qwen2.5-VL default: 56*56 .. 28*28*1280).
+        image_size: the fixed image budget: every image is letterboxed (aspect kept, centred on
+            mid-grey) to ``image_size`` x ``image_size`` (a multiple of 28) before the vision tower,
+            so it always becomes ``(image_size / 28)**2`` tokens and the sequence length is known
+            from the config (448 -> 256 tokens). Excludes ``min_pixels`` / ``max_pixels``.
+        min_pixels, max_pixels: without ``image_size``, bounds on the pixel count of Qwen's own
+            dynamic resizing (aspect ratio kept, sides multiples of 28; each 28x28 block is one
+            token). None keeps the image processor's setting (56*56 .. 28*28*1280).
+        reason_template: stage-1 question of :meth:`reason`, with ``{instruction}``.
+        reason_max_new_tokens: bound on the tokens :meth:`reason` generates.
+        lm_head: the language-model head (``Qwen2_5_VLForConditionalGeneration.lm_head``) used by
+            :meth:`reason`; taken from ``model`` when it is a ForConditionalGeneration model. Without
+            it ``can_generate`` is False and :meth:`reason` raises.
 
-    The returned :class:`Embedding` lives on the model's device, as float32.
+    Two ways to embed, with equal results: ``encode_image(image)`` once, then
+    ``encode_prompts(prefix, targets)`` per batch of prompts (what ``Segmenter`` does); or
+    ``embedder(images, targets)``, which groups the targets by image and does the same.
+    ``full_prefill(images, targets)`` runs the whole sequence in one forward (the reference the
+    cache is tested against). Returned :class:`Embedding` tensors live on the model's device, float32.
     """
 
     uses_image: bool = True
@@ -166,16 +141,21 @@ class QwenVLEmbedder:
         *,
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
         max_prompt_tokens: int | None = None,
+        image_size: int | None = None,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        reason_template: str = DEFAULT_REASON_TEMPLATE,
+        reason_max_new_tokens: int = 16,
+        lm_head: torch.nn.Module | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise InputTypeError(
                 f"model must be a torch.nn.Module (a Qwen2.5-VL model), got {type(model).__name__}."
             )
-        self._model = _base_model(model).eval()
+        self._model = base_model(model).eval()
+        self._lm_head = lm_head if lm_head is not None else getattr(model, "lm_head", None)
         self.config = self._model.config
-        self.hidden_size: int = _text_hidden_size(self.config)
+        self.hidden_size: int = text_hidden_size(self.config)
 
         tokenizer = getattr(processor, "tokenizer", None)
         image_processor = getattr(processor, "image_processor", None)
@@ -210,6 +190,18 @@ class QwenVLEmbedder:
             raise ConfigError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels}).")
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
+        if image_size is not None:
+            if not isinstance(image_size, int) or image_size < 56 or image_size % 28:
+                raise ConfigError(f"image_size must be a multiple of 28 and at least 56, got {image_size!r} (448 -> 256 tokens).")
+            if min_pixels is not None or max_pixels is not None:
+                raise ConfigError("pass either image_size (a fixed budget) or min_pixels/max_pixels (dynamic), not both.")
+        self.image_size = image_size
+        if "{instruction}" not in str(reason_template):
+            raise ConfigError(f"reason_template must contain '{{instruction}}', got {reason_template!r}.")
+        if not isinstance(reason_max_new_tokens, int) or reason_max_new_tokens < 1:
+            raise ConfigError(f"reason_max_new_tokens must be a positive int, got {reason_max_new_tokens!r}.")
+        self.reason_template = reason_template
+        self.reason_max_new_tokens = reason_max_new_tokens
 
         image_token_id = getattr(self.config, "image_token_id", None)
         vocab_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -230,6 +222,8 @@ class QwenVLEmbedder:
         )
         forward_params = inspect.signature(self._model.forward).parameters
         self._wants_mm_token_type_ids = "mm_token_type_ids" in forward_params
+        self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
+        self._stop_ids = stop_token_ids(tokenizer, self.config)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -241,18 +235,22 @@ class QwenVLEmbedder:
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
         max_prompt_tokens: int | None = None,
         *,
+        image_size: int | None = None,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        reason_template: str = DEFAULT_REASON_TEMPLATE,
+        reason_max_new_tokens: int = 16,
         local_files_only: bool = False,
     ) -> "QwenVLEmbedder":
-        """Loads the processor pieces and the base Qwen2.5-VL model (no ``lm_head``).
+        """Loads the processor pieces and ``Qwen2_5_VLForConditionalGeneration``: its base model
+        gives the states, its ``lm_head`` serves :meth:`reason` (one copy of the weights).
 
         ``name_or_path`` is a hub id (``Qwen/Qwen2.5-VL-7B-Instruct``, ``...-3B-Instruct``) or a
         local directory written by ``save_pretrained``; both the current checkpoint layout and the
         original hub one (``visual.*`` / ``model.layers.*``) load. ``dtype`` is the compute dtype
         (float32 on CPU; bfloat16 or float16 on GPU); the output is float32 either way.
         """
-        from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, Qwen2_5_VLModel
+        from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
         name = os.fspath(name_or_path)
         looks_local = isinstance(name_or_path, os.PathLike) or name.startswith((".", "~", os.path.sep))
@@ -284,10 +282,10 @@ class QwenVLEmbedder:
             )
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
         image_processor = AutoImageProcessor.from_pretrained(name, **kwargs)
-        chat_template = _read_chat_template(name, local_files_only) or getattr(tokenizer, "chat_template", None)
-        processor = _Pieces(tokenizer, image_processor, chat_template)
+        chat_template = read_chat_template(name, local_files_only) or getattr(tokenizer, "chat_template", None)
+        processor = ProcessorPieces(tokenizer, image_processor, chat_template)
 
-        model = Qwen2_5_VLModel.from_pretrained(
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             name, config=config, dtype=dtype, device_map={"": device}, **kwargs
         )
         return cls(
@@ -295,8 +293,11 @@ class QwenVLEmbedder:
             processor,
             prompt_template=prompt_template,
             max_prompt_tokens=max_prompt_tokens,
+            image_size=image_size,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
+            reason_template=reason_template,
+            reason_max_new_tokens=reason_max_new_tokens,
         )
 
     # ------------------------------------------------------------------ properties
@@ -313,30 +314,89 @@ class QwenVLEmbedder:
     def dtype(self) -> torch.dtype:
         return next(self._model.parameters()).dtype
 
+    @property
+    def can_generate(self) -> bool:
+        """Whether :meth:`reason` works (the language-model head is loaded)."""
+        return self._lm_head is not None
+
     # ------------------------------------------------------------------ inputs
     def render(self, target: str) -> str:
         """The chat text for one target, with a single ``<|image_pad|>`` placeholder."""
-        messages = [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image"},
-                    {"type": "text", "text": self.prompt_template.replace("{target}", target)},
-                ],
-            }
-        ]
+        return self._render_instruction(self.prompt_template.replace("{target}", target))
+
+    def _render_instruction(self, instruction: str) -> str:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
         text = self.tokenizer.apply_chat_template(
             messages,
             chat_template=self.chat_template,
             tokenize=False,
             add_generation_prompt=ADD_GENERATION_PROMPT,
         )
-        if not isinstance(text, str) or text.count(IMAGE_TOKEN) != 1:
+        if not isinstance(text, str) or text.count(IMAGE_TOKEN) != 1 or text.count(VISION_END) != 1:
             raise ArtifactMismatchError(
-                f"the chat template rendered {text!r}, which should hold exactly one {IMAGE_TOKEN}; "
-                "use a Qwen2.5-VL checkpoint's tokenizer/processor (or drop its custom chat template)."
+                f"the chat template rendered {text!r}, which should hold exactly one {IMAGE_TOKEN} and one "
+                f"{VISION_END}; use a Qwen2.5-VL checkpoint's tokenizer/processor (or drop its custom chat template)."
             )
         return text
+
+    def split(self, text: str) -> tuple[str, str]:
+        """A rendered chat text -> (prefix ending with ``<|vision_end|>``, suffix)."""
+        cut = text.index(VISION_END) + len(VISION_END)
+        return text[:cut], text[cut:]
+
+    def vlm_view(self, image: Image.Image) -> Image.Image:
+        """The image the vision tower sees: with ``image_size``, letterboxed to that square
+        (longer side = image_size, bicubic, centred on mid-grey (128, 128, 128)); else unchanged."""
+        if self.image_size is None:
+            return image
+        size = self.image_size
+        width, height = image.size
+        scale = size / max(width, height)
+        content = (max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale))))
+        canvas = Image.new("RGB", (size, size), (128, 128, 128))
+        canvas.paste(image.resize(content, Image.Resampling.BICUBIC), ((size - content[0]) // 2, (size - content[1]) // 2))
+        return canvas
+
+    def _check_image(self, i: int, image: Any) -> Image.Image:
+        if not isinstance(image, Image.Image):
+            raise InputTypeError(
+                f"images[{i}] must be a PIL.Image.Image, got {type(image).__name__}; convert arrays "
+                "with PIL.Image.fromarray(array) first."
+            )
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise InvalidInputError(f"images[{i}] has zero size ({width}x{height}).")
+        if self.image_size is None and max(width, height) / min(width, height) > _MAX_ASPECT_RATIO:
+            raise InvalidInputError(
+                f"images[{i}] is {width}x{height}: an aspect ratio above {_MAX_ASPECT_RATIO} is not "
+                "supported by Qwen2.5-VL's dynamic resolution; crop or pad it, or set image_size."
+            )
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+    def _check_targets(self, targets: Any) -> list[str]:
+        if isinstance(targets, str) or not isinstance(targets, Sequence):
+            raise InputTypeError(
+                f"targets must be a sequence of strings (e.g. ['the red circle']), got {type(targets).__name__}."
+            )
+        if len(targets) == 0:
+            raise InvalidInputError("empty batch: pass at least one (image, target) pair.")
+        clean = []
+        for i, target in enumerate(targets):
+            if not isinstance(target, str):
+                raise InputTypeError(f"targets[{i}] must be a str, got {type(target).__name__}.")
+            target = target.strip()
+            if not target:
+                raise InvalidInputError(
+                    f"targets[{i}] is empty or whitespace; give a phrase naming the object, e.g. 'the red circle'."
+                )
+            bad = [t for t in self._control_tokens if t in target]
+            if bad:
+                raise InvalidInputError(
+                    f"targets[{i}] contains the control token(s) {bad}, which would break the chat "
+                    "format; remove them from the phrase."
+                )
+            clean.append(target)
+        return clean
 
     def _validate(self, images: Any, targets: Any) -> tuple[list[Image.Image], list[str]]:
         if images is None:
@@ -355,141 +415,209 @@ class QwenVLEmbedder:
             raise InvalidInputError(
                 f"got {len(images)} images but {len(targets)} targets; pass exactly one image per target."
             )
-        if len(targets) == 0:
-            raise InvalidInputError("empty batch: pass at least one (image, target) pair.")
+        clean_targets = self._check_targets(targets)
+        return [self._check_image(i, image) for i, image in enumerate(images)], clean_targets
 
-        clean_targets = []
-        for i, target in enumerate(targets):
-            if not isinstance(target, str):
-                raise InputTypeError(f"targets[{i}] must be a str, got {type(target).__name__}.")
-            target = target.strip()
-            if not target:
-                raise InvalidInputError(
-                    f"targets[{i}] is empty or whitespace; give a phrase naming the object, e.g. 'the red circle'."
-                )
-            bad = [t for t in self._control_tokens if t in target]
-            if bad:
-                raise InvalidInputError(
-                    f"targets[{i}] contains the control token(s) {bad}, which would break the chat "
-                    "format; remove them from the phrase."
-                )
-            clean_targets.append(target)
-
-        rgb_images = []
-        for i, image in enumerate(images):
-            if not isinstance(image, Image.Image):
-                raise InputTypeError(
-                    f"images[{i}] must be a PIL.Image.Image, got {type(image).__name__}; convert arrays "
-                    "with PIL.Image.fromarray(array) first."
-                )
-            width, height = image.size
-            if width < 1 or height < 1:
-                raise InvalidInputError(f"images[{i}] has zero size ({width}x{height}).")
-            if max(width, height) / min(width, height) > _MAX_ASPECT_RATIO:
-                raise InvalidInputError(
-                    f"images[{i}] is {width}x{height}: an aspect ratio above {_MAX_ASPECT_RATIO} is not "
-                    "supported by Qwen2.5-VL; crop or pad it first."
-                )
-            rgb_images.append(image if image.mode == "RGB" else image.convert("RGB"))
-        return rgb_images, clean_targets
-
-    def prepare(self, images: Sequence[Image.Image], targets: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Validated, tokenized model inputs (on CPU) for a batch; what ``__call__`` feeds the model."""
-        images, targets = self._validate(images, targets)
+    def _vision(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """pixel_values and image_grid_thw of (already validated) images, after ``vlm_view``."""
         size_kwargs = {}
-        if self.min_pixels is not None or self.max_pixels is not None:
+        if self.image_size is not None:
+            budget = self.image_size * self.image_size
+            size_kwargs["size"] = {"shortest_edge": budget, "longest_edge": budget}
+        elif self.min_pixels is not None or self.max_pixels is not None:
             size = dict(getattr(self.image_processor, "size", None) or {})
             if self.min_pixels is not None:
                 size["shortest_edge"] = self.min_pixels
             if self.max_pixels is not None:
                 size["longest_edge"] = self.max_pixels
             size_kwargs["size"] = {k: size[k] for k in ("shortest_edge", "longest_edge") if k in size}
-        vision = self.image_processor(images=images, return_tensors="pt", **size_kwargs)
-        grid_thw = vision["image_grid_thw"]
+        vision = self.image_processor(images=[self.vlm_view(im) for im in images], return_tensors="pt", **size_kwargs)
+        return {"pixel_values": vision["pixel_values"], "image_grid_thw": vision["image_grid_thw"]}
 
-        texts = []
-        for text, thw in zip((self.render(t) for t in targets), grid_thw):
-            n_tokens = int(thw.prod()) // self._merge_size**2
-            texts.append(text.replace(IMAGE_TOKEN, IMAGE_TOKEN * n_tokens))
-        encoded = self.tokenizer(texts, padding=True, return_tensors="pt")
-        input_ids = encoded["input_ids"]
-        attention_mask = encoded["attention_mask"]
+    def _ids(self, text: str) -> list[int]:
+        # No special tokens added: the chat template already holds every control token, and adding
+        # none keeps prefix + suffix ids equal to the ids of the whole text.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-        lengths = attention_mask.sum(dim=1)
-        if self.max_prompt_tokens is not None and int(lengths.max()) > self.max_prompt_tokens:
-            worst = int(lengths.argmax())
-            raise InvalidInputError(
-                f"prompt {worst} is {int(lengths[worst])} tokens long ({int(grid_thw[worst].prod()) // self._merge_size**2}"
-                f" of them image tokens), above max_prompt_tokens={self.max_prompt_tokens}; shorten the "
-                "target, lower max_pixels (fewer image tokens) or raise max_prompt_tokens."
-            )
-        inputs = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "pixel_values": vision["pixel_values"],
-            "image_grid_thw": grid_thw,
-        }
+    def _image_tokens(self, grid_thw: torch.Tensor) -> int:
+        return int(grid_thw.prod()) // self._merge_size**2
+
+    def prepare(self, images: Sequence[Image.Image], targets: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Validated, tokenized inputs (on CPU) of the whole sequences, right-padded: what
+        :meth:`full_prefill` feeds the model."""
+        images, targets = self._validate(images, targets)
+        vision = self._vision(images)
+        rows = []
+        for target, thw in zip(targets, vision["image_grid_thw"]):
+            text = self.render(target).replace(IMAGE_TOKEN, IMAGE_TOKEN * self._image_tokens(thw))
+            rows.append(self._ids(text))
+            self._check_length(len(rows[-1]), len(rows) - 1, target, self._image_tokens(thw))
+        input_ids, attention_mask = right_padded(rows, self.tokenizer.pad_token_id)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **vision}
         if self._wants_mm_token_type_ids:  # transformers 5.x derives M-RoPE positions from these
             inputs["mm_token_type_ids"] = (input_ids == self._image_token_id).to(torch.int32)
         return inputs
 
+    def _check_length(self, total: int, index: int, target: str, image_tokens: int) -> None:
+        limit = self.max_prompt_tokens
+        if limit is None or total <= limit:
+            return
+        target_tokens = len(self._ids(target))
+        remaining = max(0, limit - (total - target_tokens))
+        raise InvalidInputError(
+            f"prompt {index} ({target[:60]!r}) makes a {total}-token sequence ({image_tokens} image tokens, "
+            f"{target_tokens} for the target), above max_prompt_tokens={limit}: at most {remaining} target tokens "
+            "remain with this image budget. Shorten the target, or lower image_size / raise max_prompt_tokens "
+            "and rebuild the engines."
+        )
+
     # ------------------------------------------------------------------ forward
+    def _forward(self, **inputs: Any):
+        cache = inputs.pop("cache", None)
+        if cache is not None:
+            inputs[self._cache_kwarg] = cache
+        # no_grad, not inference_mode: inference tensors could not feed a DiT that is being trained.
+        with torch.no_grad():
+            return self._model(**inputs, return_dict=True)
+
+    def encode_image(self, image: Image.Image) -> ImagePrefix:
+        """Vision tower + prefill of the image prefix (system turn, user turn start, vision tokens),
+        once per image: final-layer states, KV cache and the next M-RoPE position."""
+        from transformers import DynamicCache
+
+        if isinstance(image, (list, tuple)):
+            raise InputTypeError("encode_image takes one PIL image; call it once per image.")
+        image = self._check_image(0, image)
+        vision = self._vision([image])
+        n_image = self._image_tokens(vision["image_grid_thw"][0])
+        prefix_text, _ = self.split(self.render("x"))
+        ids = torch.tensor([self._ids(prefix_text.replace(IMAGE_TOKEN, IMAGE_TOKEN * n_image))])
+        token_types = (ids == self._image_token_id).to(torch.int32)
+        ones = torch.ones_like(ids)
+        positions, _ = self._model.get_rope_index(
+            ids, token_types, image_grid_thw=vision["image_grid_thw"], attention_mask=ones
+        )
+        device = self.device
+        cache = DynamicCache(config=self.config)
+        out = self._forward(
+            input_ids=ids.to(device), attention_mask=ones.to(device), position_ids=positions.to(device),
+            pixel_values=vision["pixel_values"].to(device, self.dtype),
+            image_grid_thw=vision["image_grid_thw"].to(device), cache=cache, use_cache=True,
+        )
+        keys, values = cache_tensors(cache)
+        return ImagePrefix(out.last_hidden_state, keys, values, int(positions.max()) + 1, n_image, image.size)
+
+    def encode_prompts(self, prefix: ImagePrefix, targets: Sequence[str]) -> Embedding:
+        """The states of ``prefix + suffix(target)`` for each target, running only the suffix
+        tokens, batched, on the cached prefix: ``states`` (B, L, D) float32 right-padded with zeros,
+        ``mask`` (B, L) bool; row b = the prefix's Lp states then its suffix's."""
+        if not isinstance(prefix, ImagePrefix):
+            raise InputTypeError(f"prefix must come from encode_image(image), got {type(prefix).__name__}.")
+        targets = self._check_targets(targets)
+        rows = []
+        for i, target in enumerate(targets):
+            _, suffix = self.split(self.render(target))
+            rows.append(self._ids(suffix))
+            self._check_length(prefix.length + len(rows[-1]), i, target, prefix.image_tokens)
+        ids, suffix_mask = right_padded(rows, self.tokenizer.pad_token_id)
+        batch, device = len(rows), prefix.states.device
+        suffix_mask = suffix_mask.to(device)
+        attention = torch.cat([torch.ones(batch, prefix.length, dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
+        out = self._forward(
+            input_ids=ids.to(device), attention_mask=attention, position_ids=suffix_positions(prefix, batch, ids.shape[1]),
+            cache=expanded_cache(prefix, batch, self.config), use_cache=True,
+        )
+        states = torch.cat([prefix.states.expand(batch, -1, -1), out.last_hidden_state], dim=1).float()
+        mask = attention.bool()
+        return Embedding(torch.where(mask.unsqueeze(-1), states, torch.zeros((), device=device)).contiguous(), mask)
+
     def __call__(self, images: Sequence[Image.Image] | None, targets: Sequence[str]) -> Embedding:
-        """Embeds a batch: ``states`` [B, L, hidden_size] float32 (right-padded with zeros) and
+        """Embeds a batch of (image, target) pairs through the prefix cache: each distinct image
+        object is encoded once. ``states`` [B, L, hidden_size] float32 right-padded with zeros,
         ``mask`` [B, L] bool, L being the longest prompt of the batch."""
+        images, targets = self._validate(images, targets)
+        groups: dict[int, list[int]] = {}
+        for row, image in enumerate(images):
+            groups.setdefault(id(image), []).append(row)
+        parts: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for rows in groups.values():
+            embedding = self.encode_prompts(self.encode_image(images[rows[0]]), [targets[r] for r in rows])
+            for j, row in enumerate(rows):
+                parts[row] = (embedding.states[j], embedding.mask[j])
+        return stack_rows([parts[row] for row in range(len(targets))])
+
+    def full_prefill(self, images: Sequence[Image.Image] | None, targets: Sequence[str]) -> Embedding:
+        """The same states as ``__call__`` from one forward of the whole sequences (no cache);
+        the reference the prefix cache is checked against."""
         inputs = self.prepare(images, targets)
         device = self.device
         inputs = {k: v.to(device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        # no_grad, not inference_mode: inference tensors could not feed a DiT that is being trained.
-        with torch.no_grad():
-            out = self._model(**inputs, use_cache=False, return_dict=True)
-            return _right_align(out.last_hidden_state, inputs["attention_mask"].bool())
+        out = self._forward(**inputs, use_cache=False)
+        mask = inputs["attention_mask"].bool()
+        states = torch.where(mask.unsqueeze(-1), out.last_hidden_state.float(), torch.zeros((), device=device))
+        return Embedding(states.contiguous(), mask)
+
+    # ------------------------------------------------------------------ reasoning
+    def reason(self, prefix: ImagePrefix, instruction: str, max_new_tokens: int | None = None) -> str:
+        """Stage 1 of reasoning segmentation: ask the VLM, on the cached image prefix, for a short
+        phrase naming what ``instruction`` refers to. Greedy decoding, at most ``max_new_tokens``
+        (default ``reason_max_new_tokens``) tokens, stopping at ``<|im_end|>``/end of text.
+
+        The question is ``reason_template`` with ``{instruction}`` filled in, as the user turn's
+        text after the image. Returns the answer without special tokens, surrounding quotes or a
+        final full stop. Raises InvalidStateError without a language-model head and
+        InvalidInputError when the answer names nothing (empty).
+        """
+        phrase, tokens = self.answer(prefix, instruction, max_new_tokens)
+        if not phrase:
+            raise InvalidInputError(
+                f"asked to name the target of {instruction!r}, the VLM answered "
+                f"{self.tokenizer.decode(tokens)!r}, which names nothing to segment; rephrase the "
+                "instruction or pass the target phrase directly (reason=False)."
+            )
+        return phrase
+
+    def answer(self, prefix: ImagePrefix, instruction: str, max_new_tokens: int | None = None,
+               min_new_tokens: int = 0) -> tuple[str, list[int]]:
+        """The cleaned answer of :meth:`reason` and its generated token ids, without judging it.
+        ``min_new_tokens``: stop tokens are ignored until that many tokens exist (benchmarks use it
+        to time the bounded worst case)."""
+        if not self.can_generate:
+            raise InvalidStateError(
+                "this Qwen2.5-VL embedder has no language-model head, so it cannot answer (reason=True); "
+                "load it with QwenVLEmbedder.from_pretrained (which keeps lm_head) or pass lm_head=."
+            )
+        if not isinstance(prefix, ImagePrefix):
+            raise InputTypeError(f"prefix must come from encode_image(image), got {type(prefix).__name__}.")
+        (instruction,) = self._check_targets([instruction])
+        limit = self.reason_max_new_tokens if max_new_tokens is None else max_new_tokens
+        if not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"max_new_tokens must be a positive int, got {limit!r}.")
+        _, suffix = self.split(self._render_instruction(self.reason_template.replace("{instruction}", instruction)))
+        tokens = self._greedy(prefix, self._ids(suffix), limit, min_new_tokens)
+        return clean_phrase(self.tokenizer.decode(tokens, skip_special_tokens=True)), tokens
+
+    def _greedy(self, prefix: ImagePrefix, suffix_ids: list[int], limit: int, minimum: int = 0) -> list[int]:
+        """Greedy tokens after ``prefix + suffix`` (stop token excluded), at most ``limit``; stop
+        tokens count as ordinary ones until ``minimum`` tokens exist."""
+        device = prefix.states.device
+        cache = expanded_cache(prefix, 1, self.config)
+        step_ids, start, generated = torch.tensor([suffix_ids], device=device), 0, []
+        while len(generated) < limit:
+            length = step_ids.shape[1]
+            out = self._forward(
+                input_ids=step_ids, position_ids=suffix_positions(prefix, 1, length, start),
+                attention_mask=torch.ones(1, prefix.length + start + length, dtype=torch.long, device=device),
+                cache=cache, use_cache=True,
+            )
+            with torch.no_grad():
+                token = int(self._lm_head(out.last_hidden_state[:, -1]).argmax(-1))
+            if token in self._stop_ids and len(generated) >= minimum:
+                break
+            generated.append(token)
+            start += length
+            step_ids = torch.tensor([[token]], device=device)
+        return generated
 
 
-def _right_align(states: torch.Tensor, mask: torch.Tensor) -> Embedding:
-    """Moves each row's real tokens to the front (order kept), zeros the rest, trims to the longest."""
-    lengths = mask.sum(dim=1)
-    # Stable sort of "is padding" puts real tokens first in their original order, whatever the side.
-    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
-    width = int(lengths.max())
-    order = order[:, :width]
-    gathered = torch.gather(states, 1, order.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
-    new_mask = torch.arange(width, device=mask.device).unsqueeze(0) < lengths.unsqueeze(1)
-    # where(), not a product: padding rows of a left-padded batch may hold NaN (fully masked queries).
-    out = torch.where(new_mask.unsqueeze(-1), gathered.float(), torch.zeros((), device=states.device))
-    return Embedding(states=out.contiguous(), mask=new_mask)
-
-
-class _Pieces:
-    """The two processor parts the embedder needs, when the full processor cannot be built."""
-
-    def __init__(self, tokenizer: Any, image_processor: Any, chat_template: str | None) -> None:
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.chat_template = chat_template
-
-
-def _read_chat_template(name: str, local_files_only: bool) -> str | None:
-    """The processor-level chat template (chat_template.jinja or chat_template.json), if any."""
-    import json
-
-    for filename in ("chat_template.jinja", "chat_template.json"):
-        if os.path.isdir(name):
-            path = os.path.join(name, filename)
-            if not os.path.isfile(path):
-                continue
-        else:
-            try:
-                from huggingface_hub import hf_hub_download
-
-                path = hf_hub_download(name, filename, local_files_only=local_files_only)
-            except Exception:  # absent file, offline hub: fall back to the tokenizer's template
-                continue
-        with open(path, encoding="utf-8") as handle:
-            if filename.endswith(".jinja"):
-                return handle.read()
-            template = json.load(handle).get("chat_template")
-            if isinstance(template, str):
-                return template
-    return None

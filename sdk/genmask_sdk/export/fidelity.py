@@ -43,10 +43,10 @@ class Reference:
 
 
 def reference(model, feeds: Feeds) -> Reference:
-    """Run the float32 model's one-step DiT and mask head on ``feeds``."""
+    """Run the float32 model's one-step DiT and mask decoder (``config.mask_decoder``) on ``feeds``."""
     with torch.no_grad():
         x0 = model.one_step_dit()(feeds.z_img, feeds.context, feeds.context_mask).float()
-        logits = model.mask_head(x0).float()
+        logits = model.decode_mask(x0).float()
     return Reference(feeds, x0, logits)
 
 

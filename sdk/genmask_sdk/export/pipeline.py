@@ -9,7 +9,8 @@ Sets (precision -> file per stage)::
 
 The INT8 set uses the fp32 VAE encoder: its latents are what the DiT was calibrated on, and the
 DiT dominates the cost (≈ 6.6 of 7 TFLOP at 512², DESIGN.md §6); swap in the fp16 encoder file if
-the VAE matters on your device. The mask head (one 16 -> 64 Linear) is fp32 in every set.
+the VAE matters on your device. The mask head (one 16 -> 64 Linear, or the VAE decoder when ``config.mask_decoder`` is
+``"vae_decoder"``: what the config names is exported, never a substitute) is fp32 in every set.
 
 Each graph is checked against the float32 PyTorch model with ONNX Runtime on CPU right after
 export (``fidelity.py``); a graph past its tolerance aborts the build. Files are staged and moved
@@ -282,7 +283,7 @@ class _Build:
         check_onnx(path)
         check_signature(path, signature(stage, self.config), stage)
         export_seconds = time.perf_counter() - start
-        fidelity = check_graph(path, stage, precision, self.reference(), self.model.mask_head)
+        fidelity = check_graph(path, stage, precision, self.reference(), self.model.decode_mask)
         record = self._record(stage, precision, path, details, export_seconds, fidelity)
         self.records[(stage, precision, "onnx")] = record
         self.staged += [name] + [e["file"] for e in record["external_data"]]
@@ -306,10 +307,14 @@ class _Build:
     def _export(self, stage: str, precision: str, path: Path) -> dict:
         model, opts = self.model, self.opts
         if precision == "fp32":
-            module = {"vae_encoder": model.vae_encoder, "mask_head": lambda: model.mask_head,
+            module = {"vae_encoder": model.vae_encoder, "mask_head": model.mask_decoder,
                       "dit": lambda: DitGraph(model.one_step_dit())}[stage]()
             big = module_bytes(module) > opts.external_data_threshold
             method = "torch.onnx.export(dynamo=True), float32"
+            if stage == "mask_head":  # what config.mask_decoder names, never a substitute
+                method += {"linear_probe": "; linear probe Linear(16 -> 64) + pixel shuffle",
+                           "vae_decoder": "; Wan VAE decoder -> mean over RGB (config mask_decoder = vae_decoder)"}[
+                    self.config.mask_decoder]
             tracing = contextlib.nullcontext()
             if stage == "vae_encoder":  # one frame: each causal 3-D conv is exactly a 2-D conv (3x less work)
                 method += "; causal 3-D convolutions of the single frame exported as 2-D (kernel's last temporal slice)"

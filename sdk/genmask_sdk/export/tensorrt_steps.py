@@ -90,7 +90,7 @@ class TensorRTStep:
         plan_path = build.staging.path(name)
         build.log(f"building TensorRT plan {name}")
         info = build_plan(onnx_path, plan_path, config, progress=build.opts.progress)
-        fidelity = check_graph(plan_path, stage, precision, build.reference(), build.model.mask_head, runtime="tensorrt")
+        fidelity = check_graph(plan_path, stage, precision, build.reference(), build.model.decode_mask, runtime="tensorrt")
         build.records[(stage, precision, "tensorrt")] = {
             "stage": stage, "precision": precision, "runtime": "tensorrt", **file_record(plan_path), "external_data": [],
             "source": source["file"], "source_sha256": source["sha256"], "inputs": source["inputs"],

@@ -168,11 +168,17 @@ class GenMaskModel(nn.Module):
         """One DiT step: z_img (B, 16, h, w), states (B, L, D), mask (B, L) -> x0_hat (B, 16, h, w)."""
         return self.one_step_dit()(z_img, states, mask)
 
+    def mask_decoder(self) -> nn.Module:
+        """The module ``config.mask_decoder`` names: the linear probe (``"linear_probe"``) or the
+        VAE decoder followed by the mean over RGB (``"vae_decoder"``). latent (B, 16, h, w) ->
+        logits (B, 1, 8h, 8w). This is also what the exporter writes as the ``mask_head`` graph."""
+        if self.config.mask_decoder == "vae_decoder":
+            return VaeMaskDecoder(self.vae).eval()
+        return self.mask_head
+
     def decode_mask(self, latent: torch.Tensor) -> torch.Tensor:
         """x0_hat (B, 16, h, w) -> logits (B, 1, 8h, 8w); > 0 is inside the mask."""
-        if self.config.mask_decoder == "vae_decoder":
-            return VaeMaskDecoder(self.vae)(latent)
-        return self.mask_head(latent)
+        return self.mask_decoder()(latent)
 
     @torch.no_grad()
     def segment(self, image: Any, prompts: str | Sequence[str]) -> torch.Tensor:
@@ -249,10 +255,10 @@ def _vlm_spec(vlm: str | EmbedderSpec) -> EmbedderSpec:
         return vlm
     if vlm in EMBEDDERS:
         return EMBEDDERS[vlm]
-    from ..config import QWEN_PROMPT_TEMPLATE
+    from ..config import qwen_spec
     from ..embedders.qwen import read_text_hidden_size
 
-    return EmbedderSpec("qwen2.5-vl", str(vlm), read_text_hidden_size(str(vlm)), QWEN_PROMPT_TEMPLATE, 64)
+    return qwen_spec(str(vlm), read_text_hidden_size(str(vlm)))
 
 
 def _with_text_width(transformer: WanTransformer3DModel, width: int) -> WanTransformer3DModel:
