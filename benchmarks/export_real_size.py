@@ -44,7 +44,7 @@ def export_random_model(out: str | Path, preset: str = "wan2.1-1.3b", resolution
     threshold = EXTERNAL_DATA_THRESHOLD if external_data_threshold is None else external_data_threshold
     result = build_engines(model=model, out=out, precisions=precisions, calib="random", calib_size=4,
                            check_samples=1, max_batch=1, tensorrt="off", external_data_threshold=threshold,
-                           int8_keep_blocks=int8_keep_blocks, progress=progress)
+                           int8_keep_blocks=int8_keep_blocks, text_embedder=False, progress=progress)
     artifacts = []
     for record in result.manifest.artifacts:
         fidelity = record["fidelity"]

@@ -31,7 +31,8 @@ from genmask_sdk.runtime.base import TensorSpec
 from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
 REPO = Path(__file__).resolve().parents[1]
-OPTIONS = dict(calib_size=8, int8_keep_blocks=0, tensorrt="off", progress=False)
+# The text embedder's engines are tested in test_torch_free.py (on the demo); not rebuilt here.
+OPTIONS = dict(calib_size=8, int8_keep_blocks=0, tensorrt="off", progress=False, text_embedder=False)
 ALL_FILES = ["vae_encoder.fp32.onnx", "dit.fp32.onnx", "mask_head.fp32.onnx", "vae_encoder.fp16.onnx",
              "dit.fp16.onnx", "dit.int8.onnx"]
 
@@ -332,7 +333,7 @@ def test_cli_help_documents_every_option():
 def test_cli_run_on_tiny_checkpoint(tiny, engines_copy):
     args = [sys.executable, str(REPO / "export" / "build_engines.py"), "--checkpoint", str(tiny[1]),
             "--out", str(engines_copy), "--precisions", "fp32,fp16", "--calib-size", "8", "--int8-keep-blocks", "0",
-            "--tensorrt", "off", "--no-progress"]
+            "--tensorrt", "off", "--no-text-embedder", "--no-progress"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "reused dit.fp16.onnx" in done.stdout and "fp16: vae_encoder.fp16.onnx" in done.stdout

@@ -290,8 +290,8 @@ def test_auto_picks_onnxruntime_cpu_and_says_why(tiny_engines, caplog):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU; the refusals are for CPU-only hosts")
 @pytest.mark.parametrize("kwargs,text", [
     ({"backend": "tensorrt"}, "runs on a CUDA GPU"),
-    ({"backend": "tensorrt", "device": "cuda"}, "sees no CUDA GPU"),
-    ({"device": "cuda"}, "sees no CUDA GPU"),
+    ({"backend": "tensorrt", "device": "cuda"}, "no CUDA GPU is visible"),
+    ({"device": "cuda"}, "no CUDA GPU is visible"),
     ({"backend": "onnxruntime", "ort_provider": "cuda", "device": "cpu"}, "runs on a CUDA device"),
     ({"precision": "int8"}, "has only the sets ['fp16', 'fp32']"),
     ({"backend": "torch", "precision": "int8"}, "runs fp32 only"),
@@ -304,7 +304,7 @@ def test_unavailable_requests_are_refused(tiny_engines, kwargs, text):
 def test_from_pretrained_refuses_cuda_without_a_gpu(tiny_engines):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(BackendUnavailableError, match="sees no CUDA GPU"):
+    with pytest.raises(BackendUnavailableError, match="no CUDA GPU is visible"):
         Segmenter.from_pretrained(tiny_engines[1], device="cuda")
 
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-
 from .engine_dir import PRECISIONS, select_artifacts
 from .errors import BackendUnavailableError, ConfigError
+from .runtime.devices import Device, resolve_device  # noqa: F401  (resolve_device re-exported)
 
 logger = logging.getLogger("genmask_sdk.segmenter")
 
@@ -39,33 +38,7 @@ class Opened:
     model: Any = None  # the GenMaskModel of the torch backend
 
 
-def resolve_device(device: str | torch.device | None) -> tuple[torch.device, str | None]:
-    """``None`` -> cuda if torch sees a GPU, else cpu (with the reason); explicit cuda without a
-    GPU raises BackendUnavailableError."""
-    if device is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device()), None
-        return torch.device("cpu"), "device=None: torch sees no CUDA GPU, so the CPU is used"
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}.") from None
-    if resolved.type == "cpu":
-        return resolved, None
-    if resolved.type != "cuda":
-        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError(
-            f"device={str(device)!r} was requested but torch {torch.__version__} sees no CUDA GPU (CUDA build: "
-            f"{torch.version.cuda}). Use device='cpu', or install a CUDA build of torch on a machine with an NVIDIA GPU."
-        )
-    index = resolved.index if resolved.index is not None else torch.cuda.current_device()
-    if index >= torch.cuda.device_count():
-        raise BackendUnavailableError(f"device={device!r} but only {torch.cuda.device_count()} GPU(s) are visible.")
-    return torch.device("cuda", index), None
-
-
-def open_engines(manifest, config, backend: str, precision: str, device: torch.device,
+def open_engines(manifest, config, backend: str, precision: str, device: Device,
                  ort_provider: str | None, verify: bool = True) -> Opened:
     """Load the requested backend, or for ``auto`` the first in ``AUTO_ORDER`` that works.
 
@@ -109,16 +82,15 @@ def open_engines(manifest, config, backend: str, precision: str, device: torch.d
     )
 
 
-def _open(manifest, config, backend: str, provider: str | None, precision: str, device: torch.device,
+def _open(manifest, config, backend: str, provider: str | None, precision: str, device: Device,
           verify: bool) -> Opened:
     directory = manifest.directory
     if backend == "torch":
         return _open_torch(manifest, config, precision, device, verify)
     if backend == "tensorrt" and device.type != "cuda":
         raise BackendUnavailableError(
-            f"backend='tensorrt' runs on a CUDA GPU, but the device is {str(device)!r} (torch sees "
-            f"{'a GPU' if torch.cuda.is_available() else 'no GPU'}); pass device='cuda' on a GPU machine, or use "
-            "backend='onnxruntime' on the CPU."
+            f"backend='tensorrt' runs on a CUDA GPU, but the device is {str(device)!r}; pass device='cuda' on a "
+            "GPU machine, or use backend='onnxruntime' on the CPU."
         )
     runtime = "tensorrt" if backend == "tensorrt" else "onnx"
     try:
@@ -128,7 +100,7 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
             f"backend={backend!r} precision={precision!r} is not available: {exc.args[0]} "
             "Or choose another backend/precision (genmask info DIR lists what was built)."
         ) from None
-    from .backends import RunnerPipeline
+    from .runtime.pipeline import RunnerPipeline
 
     if backend == "tensorrt":
         runners = _load_tensorrt(directory, artifacts, device)
@@ -141,7 +113,7 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
             )
         runners = _load_onnxruntime(directory, artifacts, provider, device)
         on_cpu = provider == "cpu"  # (auto on a GPU host may end here: the fallback is recorded)
-        pipeline = RunnerPipeline("onnxruntime", runners, torch.device("cpu") if on_cpu else device, host_io=on_cpu)
+        pipeline = RunnerPipeline("onnxruntime", runners, Device("cpu") if on_cpu else device, host_io=on_cpu)
     try:
         pipeline.check_graphs(config.resolution, config.embedder.hidden_size)
     except Exception:
@@ -150,16 +122,16 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
     return Opened(pipeline, backend, provider if backend == "onnxruntime" else None, artifacts)
 
 
-def _load_tensorrt(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], device: torch.device) -> dict:
+def _load_tensorrt(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], device: Device) -> dict:
     from .runtime.tensorrt_runner import TensorRTRunner
     from .runtime.trt_api import import_tensorrt
 
     import_tensorrt()  # BackendUnavailableError with install instructions when missing
-    return load_all_runners({stage: TensorRTRunner(directory / a["file"], device=device) for stage, a in artifacts.items()})
+    return load_all_runners({stage: TensorRTRunner(directory / a["file"], device=str(device)) for stage, a in artifacts.items()})
 
 
 def _load_onnxruntime(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], provider: str,
-                      device: torch.device) -> dict:
+                      device: Device) -> dict:
     try:
         from .runtime.onnxruntime_runner import OnnxRuntimeRunner
     except ImportError as exc:
@@ -182,7 +154,7 @@ def load_all_runners(runners: dict) -> dict:
     return runners
 
 
-def _open_torch(manifest, config, precision: str, device: torch.device, verify: bool) -> Opened:
+def _open_torch(manifest, config, precision: str, device: Device, verify: bool) -> Opened:
     """The PyTorch reference from the checkpoint the manifest records (fp32 only), checked
     against the manifest (config, and the checkpoint's sha256 when ``verify``) and run at the
     engines' resolution."""
@@ -201,7 +173,7 @@ def _open_torch(manifest, config, precision: str, device: torch.device, verify: 
     if not location:
         raise BackendUnavailableError("the manifest records no checkpoint, so backend='torch' cannot load one.")
     try:
-        model = GenMaskModel.from_pretrained(location, device=device)
+        model = GenMaskModel.from_pretrained(location, device=str(device))
     except FileNotFoundError as exc:
         raise BackendUnavailableError(
             f"backend='torch' needs the checkpoint the engines were built from ({source or path}), which cannot "

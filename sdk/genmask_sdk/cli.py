@@ -80,10 +80,10 @@ def _build(argv: list[str]) -> int:
 def _segment(args: argparse.Namespace) -> int:
     from .segmenter import Segmenter
 
-    if not args.verbose:
+    if not args.verbose and "transformers" in sys.modules:  # a PyTorch embedder was loaded: no bars
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # "Loading weights" bars from the embedder
+        hf_logging.disable_progress_bar()
     if args.engines:
         segmenter = Segmenter.from_engines(args.engines, backend=args.backend, precision=args.precision,
                                            device=args.device)

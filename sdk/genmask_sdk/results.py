@@ -80,7 +80,7 @@ class MaskResult:
     prompt: str
     timings: Timings
     phrase: str | None = None
-    _image: Any = field(default=None, repr=False)  # (3, H, W) float [0, 1] tensor, for overlay()
+    _image: Any = field(default=None, repr=False)  # (H, W, 3) float32 [0, 1] array, for overlay()
 
     def __post_init__(self) -> None:
         if self.phrase is None:
@@ -115,7 +115,7 @@ class MaskResult:
         ``image`` defaults to the image the mask was predicted on; anything ``load_image``
         accepts works if it has the mask's size (pass an earlier overlay to stack masks).
         """
-        from .imaging import load_image
+        from .runtime.imaging import load_image
 
         if not 0.0 <= float(alpha) <= 1.0:
             raise InvalidInputError(f"alpha must be in [0, 1], got {alpha}.")
@@ -123,7 +123,7 @@ class MaskResult:
         source = self._image if image is None else load_image(image)
         if source is None:
             raise InvalidInputError("this result holds no image; pass overlay(image=...).")
-        base = (source.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        base = (np.clip(source, 0.0, 1.0) * 255.0).round().astype(np.uint8)
         if base.shape[:2] != self.mask.shape:
             raise InvalidInputError(
                 f"overlay image is {base.shape[1]}x{base.shape[0]} (WxH) but the mask is "

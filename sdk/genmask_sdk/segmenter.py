@@ -34,15 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from . import __version__
 from .backend_select import Opened, open_engines, resolve_device
 from .embedders.validation import check_targets
 from .engine_dir import describe_manifest, manifest_config, open_manifest
-from .errors import InputTypeError, InvalidInputError, InvalidStateError
-from .imaging import Letterbox, load_image, to_engine_pixels, to_original_logits
+from .errors import ArtifactMismatchError, InputTypeError, InvalidInputError, InvalidStateError
 from .results import MaskResult, Timings
+from .runtime.imaging import Letterbox, load_image, to_engine_pixels, to_original_logits, to_pil
+from .runtime.pipeline import is_torch_tensor
 
 logger = logging.getLogger("genmask_sdk.segmenter")
 _UNSET = object()
@@ -51,13 +52,13 @@ DEFAULT_MAX_BATCH = 16
 
 @dataclass(frozen=True, eq=False)
 class _ImageState:
-    """What depends on the image alone: source (3, H, W) float [0, 1], letterbox geometry,
-    z_img (1, 16, R/8, R/8) on the pipeline device, the embedder's image prefix (None for
-    text-only embedders), and the milliseconds it cost."""
+    """What depends on the image alone: source (H, W, 3) float32 [0, 1], letterbox geometry,
+    z_img (1, 16, R/8, R/8) as the pipeline returns it (numpy on the host, a device tensor on a
+    GPU), the embedder's image prefix (None for text-only embedders), and the milliseconds it cost."""
 
-    picture: torch.Tensor
+    picture: np.ndarray
     box: Letterbox
-    z_img: torch.Tensor
+    z_img: Any
     prefix: Any
     ms: dict
 
@@ -70,7 +71,7 @@ class Segmenter:
         self._pipeline = pipeline
         self._embedder = embedder
         self.config = config
-        self.device: torch.device = pipeline.device
+        self.device = pipeline.device
         self._info = info
         self._max_batch = int(info.get("max_batch") or DEFAULT_MAX_BATCH)
         self._max_prompt_tokens = info.get("max_prompt_tokens")
@@ -80,12 +81,12 @@ class Segmenter:
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = "demo", device: str | torch.device = "cpu") -> "Segmenter":
+    def from_pretrained(cls, name_or_path: str | os.PathLike = "demo", device: str = "cpu") -> "Segmenter":
         """PyTorch reference backend (fp32) from ``"demo"`` or a checkpoint directory."""
         from .model.genmask import GenMaskModel
 
         resolved, _ = resolve_device(device)
-        model = GenMaskModel.from_pretrained(name_or_path, device=resolved)
+        model = GenMaskModel.from_pretrained(name_or_path, device=str(resolved))
         source = {"kind": "checkpoint", "path": str(getattr(model, "checkpoint_dir", name_or_path))}
         return cls.from_model(model, source=source)
 
@@ -101,7 +102,7 @@ class Segmenter:
 
     @classmethod
     def from_engines(cls, directory: str | os.PathLike, backend: str = "auto", precision: str = "fp32",
-                     device: str | torch.device | None = None, *, ort_provider: str | None = None,
+                     device: str | None = None, *, ort_provider: str | None = None,
                      verify: bool = True) -> "Segmenter":
         """Open an engines directory written by ``genmask build``.
 
@@ -111,7 +112,8 @@ class Segmenter:
                 ``describe()``), or ``"tensorrt"`` / ``"onnxruntime"`` / ``"torch"``, which are
                 used or refused with BackendUnavailableError (never replaced).
             precision: ``"fp32"``, ``"fp16"`` or ``"int8"``: a set of the manifest.
-            device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None`` = cuda when torch sees a GPU.
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None`` = the first GPU when one is
+                visible (``runtime.devices``), else the CPU.
             ort_provider: for ``backend="onnxruntime"``: ``"cpu"``, ``"cuda"`` or ``"tensorrt"``
                 (TensorRT EP; builds its engines on first load). Default follows ``device``.
             verify: check every artefact's sha256 against the manifest before loading.
@@ -124,7 +126,10 @@ class Segmenter:
         resolved, device_note = resolve_device(device)
         opened: Opened = open_engines(manifest, config, backend, precision, resolved, ort_provider, verify)
         fallbacks = ([{"option": "device", "reason": device_note}] if device_note else []) + opened.fallbacks
-        embedder = opened.model.embedder if opened.model is not None else load_embedder(config.embedder, resolved)
+        if opened.model is not None:
+            embedder = opened.model.embedder
+        else:
+            embedder = _engine_embedder(manifest, config, precision, resolved) or load_embedder(config.embedder, resolved)
         data = manifest.data
         files = {stage: {k: a.get(k) for k in ("file", "sha256", "runtime", "precision")}
                  for stage, a in opened.artifacts.items()}
@@ -191,10 +196,10 @@ class Segmenter:
     def _prepare(self, image: Any) -> _ImageState:
         t0 = self._clock()
         picture = load_image(image)
-        pixels, box = to_engine_pixels(picture.to(self.device), self.config.resolution)
+        pixels, box = to_engine_pixels(picture, self.config.resolution)
         uses_image = getattr(self._embedder, "uses_image", False)
         t1 = self._clock()
-        prefix = self._embedder.encode_image(_to_pil(picture)) if uses_image else None
+        prefix = self._embedder.encode_image(to_pil(picture)) if uses_image else None
         t2 = self._clock()
         z_img = self._pipeline.encode(pixels)
         t3 = self._clock()
@@ -208,7 +213,7 @@ class Segmenter:
         phrases = [self._embedder.reason(state.prefix, text) for text in texts] if reason else texts
         t1 = self._clock()
         embedding = self._embedder.encode_prompts(state.prefix, phrases)
-        context, context_mask = embedding.states.to(self.device), embedding.mask.to(self.device)
+        context, context_mask = _host(embedding.states), _host(embedding.mask)
         self._check_prompt_lengths(context_mask, phrases)
         ms["reason"], ms["embed"] = (t1 - t0 if reason else 0.0), self._clock() - t1
         rows = []
@@ -220,34 +225,32 @@ class Segmenter:
         return [MaskResult(mask=logits > 0, logits=logits, score=score, prompt=text, timings=timings, phrase=phrase,
                            _image=state.picture) for text, phrase, (logits, score) in zip(texts, phrases, rows)]
 
-    def _run_chunk(self, state: _ImageState, context: torch.Tensor, context_mask: torch.Tensor, ms: dict) -> list:
+    def _run_chunk(self, state: _ImageState, context: np.ndarray, context_mask: np.ndarray, ms: dict) -> list:
         """One DiT batch: contexts trimmed to this chunk's longest prompt -> [(logits HxW, score)]."""
-        length = int(context_mask.sum(dim=1).max())
-        context, context_mask = context[:, :length].contiguous(), context_mask[:, :length].contiguous()
-        z_img = state.z_img.expand(context.shape[0], -1, -1, -1).contiguous()
+        length = int(context_mask.sum(axis=1).max())
+        context = np.ascontiguousarray(context[:, :length], dtype=np.float32)
+        context_mask = np.ascontiguousarray(context_mask[:, :length])
+        z_img = _repeat(state.z_img, context.shape[0])
         t0 = self._clock()
         latent = self._pipeline.denoise(z_img, context, context_mask)
         t1 = self._clock()
-        logits = self._pipeline.decode(latent)
+        logits = _host(self._pipeline.decode(latent)).astype(np.float32, copy=False)
         t2 = self._clock()
-        with torch.inference_mode():
-            full = to_original_logits(logits, state.box)  # (b, H, W) float32
-            inside = full > 0
-            probs = torch.sigmoid(full) * inside
-            counts = inside.flatten(1).sum(dim=1)
-            scores = probs.flatten(1).sum(dim=1) / counts.clamp(min=1)
-            host = full.cpu().numpy()
-            scores = scores.cpu().tolist()
+        full = to_original_logits(logits, state.box)  # (b, H, W) float32
+        inside = full > 0
+        probs = np.where(inside, 0.5 * (1.0 + np.tanh(0.5 * full.astype(np.float64))), 0.0)  # sigmoid
+        counts = inside.reshape(inside.shape[0], -1).sum(axis=1)
+        scores = probs.reshape(probs.shape[0], -1).sum(axis=1) / np.maximum(counts, 1)
         t3 = self._clock()
         for stage, value in (("dit", t1 - t0), ("mask_head", t2 - t1), ("postprocess", t3 - t2)):
             ms[stage] = ms.get(stage, 0.0) + value
-        return [(host[i], float(scores[i])) for i in range(host.shape[0])]
+        return [(full[i], float(scores[i])) for i in range(full.shape[0])]
 
-    def _check_prompt_lengths(self, context_mask: torch.Tensor, texts: list[str]) -> None:
+    def _check_prompt_lengths(self, context_mask: np.ndarray, texts: list[str]) -> None:
         limit = self._max_prompt_tokens
         if not limit:
             return
-        lengths = context_mask.sum(dim=1).tolist()
+        lengths = context_mask.sum(axis=1).tolist()
         for text, length in zip(texts, lengths):
             if length > limit:
                 raise InvalidInputError(
@@ -257,8 +260,9 @@ class Segmenter:
 
     def _clock(self) -> float:
         """Milliseconds; waits for queued GPU work so per-stage timings are real."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize = getattr(self._pipeline, "synchronize", None)
+        if synchronize is not None:
+            synchronize()
         return time.perf_counter() * 1000.0
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -266,7 +270,11 @@ class Segmenter:
         """Backend, precision, device, files per stage (with sha256), versions, resolution,
         embedder, fallbacks (option skipped + reason) and the engines' manifest summary."""
         info = self._info
-        versions = {"genmask_sdk": __version__, "torch": torch.__version__, "python": platform.python_version()}
+        import sys
+
+        torch = sys.modules.get("torch")  # reported when loaded, never imported for it
+        versions = {"genmask_sdk": __version__, "torch": torch.__version__ if torch else None,
+                    "python": platform.python_version()}
         if info["backend"] == "onnxruntime":
             import onnxruntime
 
@@ -285,7 +293,7 @@ class Segmenter:
             "resolution": self.config.resolution, "max_batch": self._max_batch,
             "max_prompt_tokens": self._max_prompt_tokens,
             "embedder": {"kind": spec.kind, "name_or_path": spec.name_or_path, "hidden_size": spec.hidden_size,
-                         "runs_on": f"torch ({self.device})", "image_size": spec.image_size,
+                         "runs_on": getattr(self._embedder, "runs_on", f"torch ({self.device})"), "image_size": spec.image_size,
                          "image_tokens": spec.image_tokens,
                          "can_reason": bool(getattr(self._embedder, "can_generate", False))},
             "fallbacks": list(info["fallbacks"]), "manifest": info.get("manifest"),
@@ -301,6 +309,9 @@ class Segmenter:
             self._closed = True
             self._image = None
             self._pipeline.close()
+            close = getattr(self._embedder, "close", None)  # engine embedders own a runner
+            if close is not None and getattr(self._embedder, "runs_on", "").startswith("onnxruntime"):
+                close()
             self._embedder = None
 
     def __enter__(self) -> "Segmenter":
@@ -331,9 +342,49 @@ def _prompt_list(prompts: Any) -> tuple[list[str], bool]:
     )
 
 
-def _to_pil(picture: torch.Tensor):
-    """(3, H, W) float [0, 1] -> RGB PIL image (for image-aware embedders)."""
-    from PIL import Image
+def _engine_embedder(manifest, config, precision: str, device) -> Any:
+    """The ONNX text embedder of the engines' ``precision`` set (graph + tokenizer.json, run by ONNX
+    Runtime: CUDA EP on a GPU where onnxruntime-gpu has it, else the CPU), or None when the set has
+    none (Qwen2.5-VL engines: that stage runs in PyTorch)."""
+    from .runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from .runtime.text_embedder import OnnxTextEmbedder
 
-    array = (picture.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array)
+    entry = manifest.data.get("text_embedder")
+    if not entry:
+        return None
+    try:
+        names = {"embedder": entry["graphs"][entry["for_sets"][precision]], "tokenizer": entry["tokenizer"]}
+    except (KeyError, TypeError):
+        raise ArtifactMismatchError(f"{manifest.directory}/manifest.json has a malformed text_embedder entry; "
+                                    "rebuild the engines.") from None
+    files = {}
+    for key, name in names.items():
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise ArtifactMismatchError(f"the manifest's text_embedder {key} {name!r} is not a file name inside "
+                                        f"{manifest.directory}; rebuild the engines.")
+        files[key] = Path(manifest.directory) / name
+    import onnxruntime
+
+    on_gpu = device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    provider = "cuda" if on_gpu else "cpu"
+    runner = OnnxRuntimeRunner(files["embedder"], provider=provider, device_id=device.index or 0).load()
+    spec = config.embedder
+    embedder = OnnxTextEmbedder(runner, files["tokenizer"], spec.hidden_size, spec.prompt_template, spec.max_prompt_tokens)
+    embedder.runs_on = f"onnxruntime ({provider}): {files['embedder'].name} + {files['tokenizer'].name}"
+    return embedder
+
+
+def _host(value: Any) -> np.ndarray:
+    """A numpy array from a numpy array or a torch tensor (copied to the host)."""
+    if is_torch_tensor(value):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _repeat(z_img: Any, batch: int) -> Any:
+    """(1, ...) -> (batch, ...), numpy or torch, contiguous."""
+    if batch == 1:
+        return z_img
+    if is_torch_tensor(z_img):
+        return z_img.expand(batch, *z_img.shape[1:]).contiguous()
+    return np.ascontiguousarray(np.broadcast_to(z_img, (batch, *z_img.shape[1:])))

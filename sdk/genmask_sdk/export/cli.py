@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ONNX opset, 17..20 (default 18; <= 20 loads on TensorRT 10.3 / JetPack 6)")
     parser.add_argument("--int8-keep-blocks", type=int, default=1, metavar="K",
                         help="first and last K transformer blocks stay unquantized in the int8 DiT (default: 1)")
+    parser.add_argument("--no-text-embedder", action="store_true",
+                        help="do not export the MiniLM text embedder as ONNX + tokenizer.json (the engines then "
+                             "need torch and transformers at run time for that stage)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -75,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint, args.out, precisions, resolution=args.resolution, calib=args.calib,
             calib_size=args.calib_size, max_prompt_tokens=args.max_prompt_tokens, max_batch=args.max_batch,
             tensorrt=args.tensorrt, workspace_gib=args.workspace, force=args.force, opset=args.opset,
-            int8_keep_blocks=args.int8_keep_blocks, progress=not args.no_progress,
+            int8_keep_blocks=args.int8_keep_blocks, text_embedder=not args.no_text_embedder,
+            progress=not args.no_progress,
         )
     except GenMaskError as exc:
         print(f"build_engines: error: {exc}", file=sys.stderr)

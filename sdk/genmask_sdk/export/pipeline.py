@@ -44,6 +44,7 @@ from .manifest import (FORMAT_VERSION, Manifest, checkpoint_sha256, file_record,
                        verify_files)
 from .onnx_io import EXTERNAL_DATA_THRESHOLD, check_onnx, external_data_files, io_specs, op_counts
 from .staging import Staging, commit, remove_stale_staging
+from .embedder_step import EmbedderStep
 from .tensorrt_steps import TensorRTStep
 
 #: precision set -> precision of the file used for each stage.
@@ -81,6 +82,7 @@ class BuildOptions:
     int8_keep_blocks: int = 1
     check_samples: int = 4
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
+    text_embedder: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -127,7 +129,9 @@ def build_engines(checkpoint: str | Path = "demo", out: str | Path | None = None
             ``calib_size`` (64), ``tensorrt`` ("auto" | "on" | "off"), ``workspace_gib`` (4),
             ``force`` (rebuild everything), ``opset`` (18), ``int8_keep_blocks`` (1: first and
             last block stay unquantized), ``check_samples`` (4), ``external_data_threshold``
-            (bytes of weights above which they go to ``<file>.data``), ``progress`` (tqdm bars).
+            (bytes of weights above which they go to ``<file>.data``), ``text_embedder`` (True:
+            also export a MiniLM embedder as ONNX + tokenizer.json, so the engines run without
+            torch), ``progress`` (tqdm bars).
 
     Returns a BuildResult; raises ConfigError, ArtifactNotFoundError, BackendUnavailableError
     (``tensorrt="on"`` without TensorRT), ExportError / FidelityError (a graph failed its check).
@@ -156,6 +160,7 @@ class _Build:
         self.reused: list[str] = []
         self._ref = self._calib = None
         self.trt = TensorRTStep(self)
+        self.embedder = EmbedderStep(self)
 
     # ---- inputs --------------------------------------------------------------------------------
     @property
@@ -177,7 +182,8 @@ class _Build:
                 "config": json.loads(self.config.to_json()), "opset": self.opts.opset,
                 "calib": calibration.describe(self.opts.calib), "calib_size": self.opts.calib_size,
                 "int8_keep_blocks": self.opts.int8_keep_blocks, "check_samples": self.check_count,
-                "external_data_threshold": self.opts.external_data_threshold, "tools": tools}
+                "external_data_threshold": self.opts.external_data_threshold,
+                "text_embedder": self.opts.text_embedder, "tools": tools}
 
     @property
     def check_count(self) -> int:
@@ -218,6 +224,7 @@ class _Build:
             for stage, precision in [key for key in _ORDER if key in self.listed]:
                 if (stage, precision, "onnx") not in self.records:  # may exist already as a source
                     self._artifact(stage, precision, previous)
+            self.embedder.run(previous)
             self.trt.run(previous)
             data = self._manifest(inputs)
             listed = _listed_files(data)
@@ -373,7 +380,10 @@ class _Build:
                 "resolution": self.config.resolution, "max_batch": self.opts.max_batch,
                 "max_prompt_tokens": self.max_prompt_tokens, "build_inputs": inputs, "tools": tool_versions(),
                 "tensorrt": self.trt.summary,
-                "artifacts": [r for (stage, p, _), r in self.records.items() if (stage, p) in self.listed],
+                "artifacts": [r for (stage, p, _), r in self.records.items() if (stage, p) in self.listed]
+                             + self.embedder.artifacts(),
+                "embedder_runtime": "onnx" if self.embedder.records else "torch",
+                "text_embedder": self.embedder.manifest_entry(),
                 "sets": sets}
 
 

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 from ..errors import (
     ArtifactMismatchError,
@@ -234,7 +233,7 @@ class OnnxRuntimeRunner(Runner):
                 _check_dtype_and_shape(name, value.dtype.name, value.shape, specs[name])
             outputs = self._session.run(None, dict(feeds))  # type: ignore[union-attr]
             return {s.name: out for s, out in zip(self.output_specs, outputs)}
-        if all(isinstance(v, torch.Tensor) for v in feeds.values()):
+        if all(_is_torch_tensor(v) for v in feeds.values()):
             return self._infer_cuda_tensors(feeds, specs)
         kinds = sorted({type(v).__name__ for v in feeds.values()})
         raise InputTypeError(
@@ -242,14 +241,16 @@ class OnnxRuntimeRunner(Runner):
         )
 
     def _infer_cuda_tensors(
-        self, feeds: Mapping[str, torch.Tensor], specs: Mapping[str, TensorSpec]
-    ) -> dict[str, torch.Tensor]:
+        self, feeds: Mapping[str, Any], specs: Mapping[str, TensorSpec]
+    ) -> dict[str, Any]:
         """IOBinding: ONNX Runtime reads the torch buffers in place and allocates device outputs."""
         if self.provider == "cpu":
             raise InputTypeError(
                 "provider='cpu' takes numpy arrays; pass tensor.cpu().numpy(), or create the "
                 "runner with provider='cuda' to feed torch CUDA tensors."
             )
+        import torch  # torch CUDA tensors in and out: torch is there, since the caller passed them
+
         device = torch.device("cuda", self.device_id)
         binding = self._session.io_binding()  # type: ignore[union-attr]
         for name, value in feeds.items():
@@ -322,3 +323,8 @@ def _all_tensors(graph: Any) -> Any:
                 yield from _all_tensors(attr.g)
             for sub in attr.graphs:
                 yield from _all_tensors(sub)
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    """A torch.Tensor, recognised without importing torch (it is never required here)."""
+    return type(value).__module__.startswith("torch") and hasattr(value, "data_ptr")

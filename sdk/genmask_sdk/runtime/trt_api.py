@@ -9,7 +9,6 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-import torch
 from packaging.version import InvalidVersion, Version
 
 from ..errors import BackendUnavailableError
@@ -20,16 +19,16 @@ INSTALL_HINT = (
     "tensorrt); on Jetson use the TensorRT that ships with JetPack."
 )
 
-# TensorRT DataType member name -> torch dtype. Members missing from a TRT build are simply unused.
-_TORCH_DTYPES: dict[str, torch.dtype] = {
-    "FLOAT": torch.float32,
-    "HALF": torch.float16,
-    "BF16": torch.bfloat16,
-    "INT8": torch.int8,
-    "UINT8": torch.uint8,
-    "INT32": torch.int32,
-    "INT64": torch.int64,
-    "BOOL": torch.bool,
+# TensorRT DataType member name -> torch dtype name. Members missing from a TRT build are simply unused.
+_TORCH_DTYPES: dict[str, str] = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "BF16": "bfloat16",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
 }
 
 
@@ -85,7 +84,7 @@ def shared_logger(trt: Any) -> Any:
     return entry[1]
 
 
-def torch_dtype_of(trt_dtype: Any) -> torch.dtype:
+def torch_dtype_of(trt_dtype: Any):
     """Map a ``trt.DataType`` member to the torch dtype of its buffers."""
     name = getattr(trt_dtype, "name", str(trt_dtype).split(".")[-1])
     if name not in _TORCH_DTYPES:
@@ -94,9 +93,11 @@ def torch_dtype_of(trt_dtype: Any) -> torch.dtype:
             f"torch tensor (supported: {sorted(_TORCH_DTYPES)}). Re-export the ONNX with I/O in "
             "one of these types (keep_io_types=True when converting to FP16/INT8)."
         )
-    return _TORCH_DTYPES[name]
+    import torch  # the TensorRT runner exchanges torch CUDA tensors
+
+    return getattr(torch, _TORCH_DTYPES[name])
 
 
-def dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: Any) -> str:
     """``torch.float16`` -> ``"float16"`` (the numpy name used by TensorSpec)."""
     return str(dtype).removeprefix("torch.")

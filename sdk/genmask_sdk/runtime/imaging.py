@@ -1,0 +1,187 @@
+"""Image input and the letterbox geometry, in numpy and PIL only (no torch).
+
+Conventions:
+* An image is (H, W, 3) float32 RGB in [0, 1] (``load_image``).
+* The engine sees (B, 3, R, R) float32 in [-1, 1]: the image is resized so its longer side is R
+  (aspect ratio kept, bilinear with antialiasing — the same separable triangle filter as
+  ``torch.nn.functional.interpolate(..., mode="bilinear", antialias=True)``, PIL's ``BILINEAR``)
+  and centred on a mid-grey (0.0) square.
+* Logits come back (B, 1, R, R); the padding is cropped off and the rest is resized bilinearly
+  (``align_corners=False``, no antialiasing, as torch's) to the original (H, W). Pixel (0, 0) is
+  the top-left corner, x grows right, y grows down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ArtifactNotFoundError, InputTypeError, InvalidInputError
+
+ACCEPTED = "a file path, a PIL image, a numpy HxWx3 array (uint8, or float in [0, 1]) or a torch tensor (CHW or HWC)"
+
+
+def load_image(image: Any) -> np.ndarray:
+    """Any supported image -> (H, W, 3) float32 in [0, 1].
+
+    Files honour EXIF orientation. Grayscale is replicated to RGB; an alpha channel is dropped
+    (RGBA is read as its RGB values). numpy/torch inputs may be HxW (grayscale), HxWx{1,3,4}
+    or {1,3,4}xHxW (torch only); uint8 is scaled by 1/255, floats must already be in [0, 1].
+    A torch tensor is accepted where torch is installed (it is copied to the host), never required.
+    """
+    if isinstance(image, (str, Path)):
+        return _from_pil(_open_file(Path(image)))
+    if isinstance(image, Image.Image):
+        return _from_pil(image)
+    if isinstance(image, np.ndarray):
+        return _from_array(image, channels_last=True)
+    if _is_torch_tensor(image):
+        array = image.detach().cpu().numpy()
+        return _from_array(array, channels_last=_looks_channels_last(array))
+    raise InputTypeError(f"cannot read an image from a {type(image).__name__}; pass {ACCEPTED}.")
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach") and hasattr(value, "numpy")
+
+
+def _open_file(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise ArtifactNotFoundError(f"image file {path} does not exist; check the path.")
+    try:
+        with Image.open(path) as handle:
+            return ImageOps.exif_transpose(handle).convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InvalidInputError(f"{path} is not a readable image ({exc}); pass a PNG/JPEG file.") from exc
+
+
+def _from_pil(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _looks_channels_last(array: np.ndarray) -> bool:
+    return array.ndim == 3 and array.shape[-1] in (1, 3, 4) and array.shape[0] not in (1, 3, 4)
+
+
+def _from_array(array: np.ndarray, channels_last: bool) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[..., None] if channels_last else array[None]
+    if array.ndim != 3:
+        raise InvalidInputError(
+            f"an image must have 2 or 3 dimensions (HxW, HxWxC or CxHxW), got shape {tuple(array.shape)}; "
+            "pass one image at a time."
+        )
+    hwc = array if channels_last else np.moveaxis(array, 0, -1)
+    height, width, channels = hwc.shape
+    if height == 0 or width == 0:
+        raise InvalidInputError(f"the image is empty (shape {tuple(array.shape)}); pass an image with pixels.")
+    if channels not in (1, 3, 4):
+        raise InvalidInputError(
+            f"an image needs 1, 3 or 4 channels, got {channels} (shape {tuple(array.shape)}); "
+            "pass RGB, RGBA or grayscale."
+        )
+    hwc = hwc[..., :3] if channels >= 3 else np.repeat(hwc, 3, axis=-1)
+    return _to_unit_float(hwc)
+
+
+def _to_unit_float(hwc: np.ndarray) -> np.ndarray:
+    if hwc.dtype == np.uint8:
+        return hwc.astype(np.float32) / 255.0
+    if hwc.dtype == np.bool_ or not np.issubdtype(hwc.dtype, np.floating):
+        raise InputTypeError(f"image dtype {hwc.dtype} is not supported; use uint8 (0-255) or float (0-1).")
+    out = hwc.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise InvalidInputError("the image contains NaN or infinite values; clean the input frame.")
+    low, high = float(out.min()), float(out.max())
+    if low < 0.0 or high > 1.0:
+        raise InvalidInputError(
+            f"float images must be in [0, 1], got values in [{low:.3g}, {high:.3g}]; "
+            "divide uint8-range floats by 255."
+        )
+    return np.ascontiguousarray(out)
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """(H, W, 3) float [0, 1] -> RGB PIL image (rounded to uint8)."""
+    return Image.fromarray((np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8), "RGB")
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where an (H, W) image sits inside the R×R engine square: ``top``/``left`` offsets and the
+    resized content size ``content_h`` × ``content_w``, all in engine pixels."""
+
+    height: int
+    width: int
+    resolution: int
+    top: int
+    left: int
+    content_h: int
+    content_w: int
+
+    @classmethod
+    def fit(cls, height: int, width: int, resolution: int) -> "Letterbox":
+        scale = resolution / max(height, width)
+        content_h = max(1, min(resolution, round(height * scale)))
+        content_w = max(1, min(resolution, round(width * scale)))
+        return cls(height, width, resolution, (resolution - content_h) // 2, (resolution - content_w) // 2,
+                   content_h, content_w)
+
+
+@lru_cache(maxsize=64)
+def resize_weights(size_in: int, size_out: int, antialias: bool) -> np.ndarray:
+    """(size_out, size_in) float32 matrix of 1-D bilinear resampling (half-pixel centres).
+
+    ``antialias=True``: PIL's / torch's antialiased triangle filter (support widened by the scale
+    factor when shrinking, weights normalised per output pixel). ``antialias=False``: plain
+    ``align_corners=False`` linear interpolation with edge clamping (torch's ``bilinear``)."""
+    scale = size_in / size_out
+    weights = np.zeros((size_out, size_in), dtype=np.float64)
+    if antialias:
+        support = scale if scale > 1.0 else 1.0
+        inv = 1.0 / scale if scale > 1.0 else 1.0
+        for i in range(size_out):
+            center = scale * (i + 0.5)
+            lo = max(int(center - support + 0.5), 0)
+            hi = min(int(center + support + 0.5), size_in)
+            taps = np.arange(lo, hi)
+            w = np.clip(1.0 - np.abs((taps - center + 0.5) * inv), 0.0, None)
+            total = w.sum()
+            weights[i, lo:hi] = w / total if total > 0 else 0.0
+    else:
+        source = np.clip((np.arange(size_out) + 0.5) * scale - 0.5, 0.0, None)
+        lo = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
+        hi = np.minimum(lo + 1, size_in - 1)
+        frac = source - lo
+        rows = np.arange(size_out)
+        np.add.at(weights, (rows, lo), 1.0 - frac)
+        np.add.at(weights, (rows, hi), frac)
+    return weights.astype(np.float32)
+
+
+def resize(array: np.ndarray, height: int, width: int, antialias: bool) -> np.ndarray:
+    """Resize the two trailing axes of ``array`` (..., h, w) to (height, width), float32."""
+    rows = resize_weights(array.shape[-2], height, antialias)
+    cols = resize_weights(array.shape[-1], width, antialias)
+    return np.matmul(np.matmul(rows, array.astype(np.float32, copy=False)), cols.T)
+
+
+def to_engine_pixels(image: np.ndarray, resolution: int) -> tuple[np.ndarray, Letterbox]:
+    """(H, W, 3) in [0, 1] -> ((1, 3, R, R) float32 in [-1, 1] letterboxed, geometry)."""
+    height, width, _ = image.shape
+    box = Letterbox.fit(height, width, resolution)
+    resized = resize(np.moveaxis(image, -1, 0), box.content_h, box.content_w, antialias=True)
+    canvas = np.zeros((1, 3, resolution, resolution), dtype=np.float32)
+    canvas[0, :, box.top: box.top + box.content_h, box.left: box.left + box.content_w] = resized * 2.0 - 1.0
+    return canvas, box
+
+
+def to_original_logits(logits: np.ndarray, box: Letterbox) -> np.ndarray:
+    """Engine logits (B, 1, R, R) -> (B, H, W) float32 at the original image size."""
+    content = logits[:, 0, box.top: box.top + box.content_h, box.left: box.left + box.content_w]
+    return resize(content, box.height, box.width, antialias=False)
