@@ -382,8 +382,24 @@ def test_vlm_stage_quick(tmp_path, restore_threads):
     assert data["ratios"]["extra_prompt_over_first"] == timings["extra_prompt"]["p50_ms"] / timings["first_total"]["p50_ms"]
 
 
+def test_startup_quick(tiny_engines, tmp_path):
+    """Fresh-process startup of the runtime on the tiny engines (which carry the ONNX text embedder)."""
+    argv = ["--engines", str(tiny_engines[0]), "--runs", "1", "--warm-calls", "2", "--out", str(tmp_path),
+            "--name", "startup"]
+    assert _script("startup").main(argv) == 0
+    data = json.loads((tmp_path / "startup.json").read_text())
+    assert data["heavy_modules_imported"] == []  # the deployed path imports neither torch nor transformers
+    assert data["embedder_runs_on"].startswith("onnxruntime (cpu)")
+    assert set(data["timings"]) == {"import", "from_engines", "cli", "warm_predict"}
+    assert data["timings"]["warm_predict"]["n"] == 2
+    for row in data["timings"].values():
+        assert 0 < row["min_ms"] <= row["p50_ms"] <= row["max_ms"]
+    assert data["timings"]["import"]["p50_ms"] < data["timings"]["from_engines"]["p50_ms"]
+    assert (tmp_path / "startup.md").read_text().startswith("# Startup")
+
+
 def test_scripts_have_help():
-    for name in ("latency", "accuracy", "vlm_stage"):
+    for name in ("latency", "accuracy", "vlm_stage", "startup"):
         module = _script(name)
         with pytest.raises(SystemExit) as exit_info:
             module.parse_args(["--help"])
