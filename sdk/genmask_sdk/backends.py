@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .runtime.pipeline import STAGE_IO, RunnerPipeline, is_torch_tensor  # noqa: F401  (re-exported)
+from .runtime.pipeline import STAGE_IO, RunnerPipeline  # noqa: F401  (re-exported)
 
 
 class Pipeline(Protocol):

@@ -43,7 +43,7 @@ from .engine_dir import describe_manifest, manifest_config, open_manifest
 from .errors import ArtifactMismatchError, InputTypeError, InvalidInputError, InvalidStateError
 from .results import MaskResult, Timings
 from .runtime.imaging import Letterbox, load_image, to_engine_pixels, to_original_logits, to_pil
-from .runtime.pipeline import is_torch_tensor
+from .runtime.base import is_torch_tensor
 
 logger = logging.getLogger("genmask_sdk.segmenter")
 _UNSET = object()

@@ -34,6 +34,11 @@ class TensorSpec:
         return cls(data["name"], data["dtype"], tuple(data["shape"]))
 
 
+def is_torch_tensor(value: Any) -> bool:
+    """A ``torch.Tensor``, recognised without importing torch (the runtime never requires it)."""
+    return type(value).__module__.startswith("torch") and hasattr(value, "data_ptr")
+
+
 class RunnerClosedError(GenMaskError, RuntimeError):
     """``infer`` was called on a runner that is not loaded (never loaded, or closed)."""
 

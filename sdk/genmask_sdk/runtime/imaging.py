@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ArtifactNotFoundError, InputTypeError, InvalidInputError
+from .base import is_torch_tensor
 
 ACCEPTED = "a file path, a PIL image, a numpy HxWx3 array (uint8, or float in [0, 1]) or a torch tensor (CHW or HWC)"
 
@@ -40,14 +41,10 @@ def load_image(image: Any) -> np.ndarray:
         return _from_pil(image)
     if isinstance(image, np.ndarray):
         return _from_array(image, channels_last=True)
-    if _is_torch_tensor(image):
+    if is_torch_tensor(image):
         array = image.detach().cpu().numpy()
         return _from_array(array, channels_last=_looks_channels_last(array))
     raise InputTypeError(f"cannot read an image from a {type(image).__name__}; pass {ACCEPTED}.")
-
-
-def _is_torch_tensor(value: Any) -> bool:
-    return type(value).__module__.startswith("torch") and hasattr(value, "detach") and hasattr(value, "numpy")
 
 
 def _open_file(path: Path) -> Image.Image:

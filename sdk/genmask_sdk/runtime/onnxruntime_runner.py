@@ -21,7 +21,7 @@ from ..errors import (
     InputTypeError,
     InvalidInputError,
 )
-from .base import Runner, TensorSpec
+from .base import Runner, TensorSpec, is_torch_tensor
 from .feed_checks import check_feed_names, dtype_error, shape_error, shape_is_compatible
 from .shape_profiles import ShapeRange, format_profile_shapes, normalize_profiles
 from .trt_api import dtype_name
@@ -233,7 +233,7 @@ class OnnxRuntimeRunner(Runner):
                 _check_dtype_and_shape(name, value.dtype.name, value.shape, specs[name])
             outputs = self._session.run(None, dict(feeds))  # type: ignore[union-attr]
             return {s.name: out for s, out in zip(self.output_specs, outputs)}
-        if all(_is_torch_tensor(v) for v in feeds.values()):
+        if all(is_torch_tensor(v) for v in feeds.values()):
             return self._infer_cuda_tensors(feeds, specs)
         kinds = sorted({type(v).__name__ for v in feeds.values()})
         raise InputTypeError(
@@ -323,8 +323,3 @@ def _all_tensors(graph: Any) -> Any:
                 yield from _all_tensors(attr.g)
             for sub in attr.graphs:
                 yield from _all_tensors(sub)
-
-
-def _is_torch_tensor(value: Any) -> bool:
-    """A torch.Tensor, recognised without importing torch (it is never required here)."""
-    return type(value).__module__.startswith("torch") and hasattr(value, "data_ptr")

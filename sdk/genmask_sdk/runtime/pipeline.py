@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ArtifactMismatchError, BackendUnavailableError, GenMaskError
+from .base import is_torch_tensor
 
 #: Graph I/O names per stage (the exporter's contract).
 STAGE_IO = {
@@ -27,11 +28,6 @@ STAGE_IO = {
 }
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bool": np.bool_, "int64": np.int64,
                  "int32": np.int32, "uint8": np.uint8}
-
-
-def is_torch_tensor(value: Any) -> bool:
-    """A torch.Tensor, recognised without importing torch."""
-    return type(value).__module__.startswith("torch") and hasattr(value, "data_ptr")
 
 
 class RunnerPipeline:
