@@ -101,9 +101,10 @@ def convert_embedder_fp16(src: Path, dst: Path) -> dict:
                       "LayerNorm/Softmax/residual Add/GELU kept fp32", "fp32_op_types": list(EMBEDDER_FP32_OPS)}
 
 
-def check_embedder(path: Path, tokenizer_file: Path, embedder, prompts: Sequence[str], precision: str) -> dict:
+def check_embedder(path: Path, tokenizer_file: Path, embedder, prompts: Sequence[str], precision: str):
     """States of the ONNX embedder (ONNX Runtime CPU + ``tokenizers``) vs the PyTorch embedder on
-    ``prompts``; raise FidelityError past the tolerance. Returns the fidelity record."""
+    ``prompts``; raise FidelityError past the tolerance. Returns (the fidelity record, the ONNX
+    embedder's ``HostEmbedding`` of ``prompts``)."""
     from ..runtime.onnxruntime_runner import OnnxRuntimeRunner
     from ..runtime.text_embedder import OnnxTextEmbedder
     from .fidelity import FidelityError
@@ -126,4 +127,4 @@ def check_embedder(path: Path, tokenizer_file: Path, embedder, prompts: Sequence
     if not np.isfinite(ours.states).all() or error > tolerance:
         raise FidelityError(f"{path.name}: max |states - torch| = {error:.4g} exceeds the {precision} tolerance "
                             f"{tolerance:.4g}; the file is not kept.")
-    return record
+    return record, ours

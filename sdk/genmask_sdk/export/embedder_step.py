@@ -58,12 +58,7 @@ class EmbedderStep:
             if precision == "fp32":
                 details = export_embedder_fp32(embedder, path, build.opts.opset)
             else:
-                source = build.staging.path(embedder_file("fp32"))
-                if not source.is_file():
-                    source = build.out / embedder_file("fp32")
-                if not source.is_file():
-                    export_embedder_fp32(embedder, source := build.staging.path(embedder_file("fp32")), build.opts.opset)
-                details = convert_embedder_fp16(source, path)
+                details = convert_embedder_fp16(self._fp32_source(embedder), path)
             seconds = time.perf_counter() - start
             fidelity = self._fidelity(path, tokenizer, embedder, precision)
             inputs, outputs = io_specs(path)
@@ -76,6 +71,19 @@ class EmbedderStep:
             build.built.append(name)
             build.log(f"{name}: {seconds:.1f} s, max |states - torch| {fidelity['max_abs_error']:.3g}, "
                       f"mask IoU pooled {fidelity['mask_iou_pooled']:.4f}")
+
+    def _fp32_source(self, embedder):
+        """The fp32 graph the fp16 one is converted from: this build's (built into the staging folder,
+        or reused and verified in the engines directory), else exported now as an intermediate that
+        is not kept. ``precisions()`` puts fp32 first, so it is in ``records`` whenever it is wanted."""
+        build = self.build
+        name = embedder_file("fp32")
+        if "fp32" in self.records:
+            staged = build.staging.path(name)
+            return staged if staged.is_file() else build.out / name
+        source = build.staging.path(name)
+        export_embedder_fp32(embedder, source, build.opts.opset)
+        return source
 
     def _tokenizer(self, previous, embedder):
         build = self.build
@@ -94,16 +102,11 @@ class EmbedderStep:
     def _fidelity(self, path, tokenizer, embedder, precision: str) -> dict:
         """States vs the PyTorch embedder, and the masks they give through the PyTorch DiT and mask
         decoder against the reference masks (which used the PyTorch embedder's states)."""
-        from ..runtime.onnxruntime_runner import OnnxRuntimeRunner
-        from ..runtime.text_embedder import OnnxTextEmbedder
         from .fidelity import mask_iou
 
         build = self.build
         ref = build.reference()
-        record = check_embedder(path, tokenizer, embedder, ref.feeds.prompts, precision)
-        with OnnxRuntimeRunner(path, provider="cpu") as runner:
-            ours = OnnxTextEmbedder(runner, tokenizer, embedder.hidden_size, embedder.prompt_template,
-                                    embedder.max_prompt_tokens).encode_prompts(None, ref.feeds.prompts)
+        record, ours = check_embedder(path, tokenizer, embedder, ref.feeds.prompts, precision)
         with torch.no_grad():
             x0 = build.model.one_step_dit()(ref.feeds.z_img, torch.from_numpy(ours.states), torch.from_numpy(ours.mask))
             logits = build.model.decode_mask(x0).float().numpy()
