@@ -309,8 +309,8 @@ class Segmenter:
             self._closed = True
             self._image = None
             self._pipeline.close()
-            close = getattr(self._embedder, "close", None)  # engine embedders own a runner
-            if close is not None and getattr(self._embedder, "runs_on", "").startswith("onnxruntime"):
+            close = getattr(self._embedder, "close", None)  # only engine embedders have one (they own a runner)
+            if close is not None:
                 close()
             self._embedder = None
 
@@ -369,9 +369,7 @@ def _engine_embedder(manifest, config, precision: str, device) -> Any:
     provider = "cuda" if on_gpu else "cpu"
     runner = OnnxRuntimeRunner(files["embedder"], provider=provider, device_id=device.index or 0).load()
     spec = config.embedder
-    embedder = OnnxTextEmbedder(runner, files["tokenizer"], spec.hidden_size, spec.prompt_template, spec.max_prompt_tokens)
-    embedder.runs_on = f"onnxruntime ({provider}): {files['embedder'].name} + {files['tokenizer'].name}"
-    return embedder
+    return OnnxTextEmbedder(runner, files["tokenizer"], spec.hidden_size, spec.prompt_template, spec.max_prompt_tokens)
 
 
 def _host(value: Any) -> np.ndarray:

@@ -56,6 +56,7 @@ class OnnxTextEmbedder:
         from tokenizers import Tokenizer
 
         self.runner = runner
+        self.tokenizer_file = Path(tokenizer_file)
         try:
             self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
@@ -67,6 +68,12 @@ class OnnxTextEmbedder:
         self.max_prompt_tokens = max_prompt_tokens
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+
+    @property
+    def runs_on(self) -> str:
+        """Where the embedder runs, for ``Segmenter.describe()``."""
+        graph = Path(getattr(self.runner, "onnx_path", "?")).name
+        return f"onnxruntime ({getattr(self.runner, 'provider', '?')}): {graph} + {self.tokenizer_file.name}"
 
     def encode_image(self, image=None) -> None:
         """Nothing depends on the image (text only): always None."""
