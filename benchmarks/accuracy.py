@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from genmask_sdk.bench.accuracy import AccuracySettings, run_accuracy
-    from genmask_sdk.bench.report import accuracy_markdown, accuracy_plot, write_outputs, print_written
+    from genmask_sdk.bench.report import accuracy_markdown, accuracy_plot, write_outputs, print_written, script_command
 
     settings = AccuracySettings(
         model=args.model, embedder=args.embedder, resolution=args.resolution, backends=args.backends,
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         refer_limit=args.refer_limit, device=args.device, threads=args.threads, engines=args.engines,
         engines_root=str(ROOT / "engines"), work_dir=args.work_dir, build=args.build, batch_sizes=[args.max_batch],
         progress=args.progress, quick=args.quick)
-    command = ["python", "benchmarks/accuracy.py", *(sys.argv[1:] if argv is None else list(argv))]
+    command = script_command("accuracy", argv)
     result = run_accuracy(settings, argv=command)
     markdown = accuracy_markdown(result)
     model = Path(args.model).name if Path(args.model).is_dir() else args.model.replace("random:", "")

@@ -69,7 +69,7 @@ def default_name(args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from genmask_sdk.bench.latency import LatencySettings, run_latency
-    from genmask_sdk.bench.report import latency_markdown, latency_plot, write_outputs, print_written
+    from genmask_sdk.bench.report import latency_markdown, latency_plot, write_outputs, print_written, script_command
 
     settings = LatencySettings(
         model=args.model, embedder=args.embedder, resolutions=args.resolution, mode=args.mode, backends=args.backends,
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         device=args.device, engines=args.engines, engines_root=str(ROOT / "engines"), work_dir=args.work_dir,
         build=args.build, peak_tflops=args.peak_tflops, int8_calib_samples=args.int8_calib_samples, seed=args.seed,
         quick=args.quick, progress=args.progress)
-    command = ["python", "benchmarks/latency.py", *(sys.argv[1:] if argv is None else list(argv))]
+    command = script_command("latency", argv)
     result = run_latency(settings, argv=command)
     markdown = latency_markdown(result)
     paths = write_outputs(result, args.out_dir, args.name or default_name(args), markdown, latency_plot)

@@ -38,14 +38,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT / "sdk"))
-    from genmask_sdk.bench.report import print_written, write_outputs
+    from genmask_sdk.bench.report import print_written, script_command, write_outputs
     from genmask_sdk.bench.startup import run_startup, startup_markdown
     from genmask_sdk.examples import example_image_path
 
     image = args.image or str(example_image_path())
     result = run_startup(args.engines, image, args.prompt, backend=args.backend, precision=args.precision,
                          runs=args.runs, warm_calls=args.warm_calls)
-    result["command"] = " ".join(["python", "benchmarks/startup.py", *(argv if argv is not None else sys.argv[1:])])
+    result["command"] = script_command("startup", argv)
     name = args.name or f"startup_{Path(args.engines).name}_{args.precision}"
     markdown = startup_markdown(result)
     print_written(write_outputs(result, args.out, name, markdown), markdown)

@@ -44,13 +44,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT / "sdk"))
-    from genmask_sdk.bench.report import print_written, write_outputs
+    from genmask_sdk.bench.report import print_written, script_command, write_outputs
     from genmask_sdk.bench.vlm import benchmark_qwen, vlm_markdown
 
     runs = dict(runs=1, extra_prompts=1, reason_runs=1, full_runs=1) if args.quick else dict(
         runs=args.runs, extra_prompts=args.extra_prompts, reason_runs=args.reason_runs, full_runs=args.full_runs)
     result = benchmark_qwen(args.size, args.dtype, args.image_size, device=args.device, **runs)
-    result["command"] = " ".join(["python", "benchmarks/vlm_stage.py", *(argv if argv is not None else sys.argv[1:])])
+    result["command"] = script_command("vlm_stage", argv)
     name = args.name or f"vlm_{args.size}_{args.dtype}_{args.device}"
     markdown = vlm_markdown(result)
     print_written(write_outputs(result, args.out, name, markdown), markdown)

@@ -36,22 +36,25 @@ _WORDS = ("red blue green yellow circle square triangle star cup mug bottle bowl
           "middle top bottom small big smallest largest object shape gripper robot table chair door window system user "
           "assistant")
 
+def _released_vision(out_hidden_size: int) -> dict[str, Any]:
+    """The vision tower shared by Qwen2.5-VL-3B and -7B (only its output width, the LLM's, differs)."""
+    return dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=out_hidden_size,
+                patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                fullatt_block_indexes=[7, 15, 23, 31])
+
+
+_RELEASED_ROPE = {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6}
+
 #: Published architectures (config.json of Qwen/Qwen2.5-VL-3B-Instruct and -7B-Instruct).
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "3b": dict(text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
                          num_key_value_heads=2, vocab_size=151936, max_position_embeddings=128000,
-                         rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
-                         tie_word_embeddings=True, rms_norm_eps=1e-6),
-               vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                           fullatt_block_indexes=[7, 15, 23, 31])),
+                         rope_parameters=_RELEASED_ROPE, tie_word_embeddings=True, rms_norm_eps=1e-6),
+               vision=_released_vision(2048)),
     "7b": dict(text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                          num_key_value_heads=4, vocab_size=152064, max_position_embeddings=128000,
-                         rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
-                         tie_word_embeddings=False, rms_norm_eps=1e-6),
-               vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                           fullatt_block_indexes=[7, 15, 23, 31])),
+                         rope_parameters=_RELEASED_ROPE, tie_word_embeddings=False, rms_norm_eps=1e-6),
+               vision=_released_vision(3584)),
     "tiny": dict(text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                            num_key_value_heads=2, max_position_embeddings=4096,
                            rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}),
@@ -94,7 +97,7 @@ def qwen_config(size: str, tokenizer):
 
     arch = ARCHITECTURES[size]
     ids = dict(zip(SPECIAL_TOKENS, tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)))
-    text = dict(arch["text"])
+    text = dict(arch["text"], rope_parameters=dict(arch["text"]["rope_parameters"]))  # configs may edit it
     text.setdefault("vocab_size", len(tokenizer))
     text.update(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
     return Qwen2_5_VLConfig(text_config=text, vision_config=dict(arch["vision"]),

@@ -36,6 +36,14 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def script_command(script: str, argv) -> list[str]:
+    """The command line a result records: ``["python", "benchmarks/<script>.py", *args]`` (``argv``
+    None = this process's own arguments)."""
+    import sys
+
+    return ["python", f"benchmarks/{script}.py", *(sys.argv[1:] if argv is None else list(argv))]
+
+
 def write_outputs(result: dict[str, Any], out_dir: str | Path, name: str, markdown: str,
                   plot: Any = None) -> dict[str, str | None]:
     """Write JSON + Markdown (+ PNG through ``plot(result, path)``); return the paths written
