@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from conftest import requires_demo
 from genmask_sdk.eval import evaluate_scenes, held_out_scenes

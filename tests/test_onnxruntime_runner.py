@@ -102,11 +102,59 @@ def test_missing_and_extra_inputs_are_named(runner):
 
 def test_torch_tensors_on_cpu_provider_are_refused(runner):
     feeds = {k: torch.from_numpy(v) for k, v in random_feeds(2).items()}
-    with pytest.raises(InputTypeError, match="provider='cpu' takes numpy arrays"):
+    with pytest.raises(InputTypeError, match="provider='cpu' takes numpy arrays on the host: pass tensor.cpu"):
         runner.infer(feeds)
     mixed = {"x": feeds["x"], "mask": random_feeds(2)["mask"]}
-    with pytest.raises(InputTypeError, match="all numpy arrays or all torch CUDA tensors"):
+    with pytest.raises(InputTypeError, match=r"Input tensor: x \| Received a torch tensor on cpu"):
         runner.infer(mixed)
+    with pytest.raises(InputTypeError, match="Received list; onnxruntime takes numpy arrays, onnxruntime OrtValues"):
+        runner.infer({"x": [[0.0, 0.0, 0.0]], "mask": random_feeds(1)["mask"]})
+
+
+# ---- IOBinding (the GPU path's code, run here on the CPU provider with CPU OrtValues) -------------
+
+
+@pytest.fixture(scope="module")
+def bound_runner(model_path):
+    with OnnxRuntimeRunner(model_path, intra_op_num_threads=1, device_outputs=True) as r:
+        yield r
+
+
+def test_device_outputs_are_ortvalues_from_iobinding(bound_runner):
+    feeds = random_feeds(3, seed=7)
+    out = bound_runner.infer(feeds)
+    expected = reference(**feeds)
+    for name in expected:
+        assert isinstance(out[name], ort.OrtValue) and out[name].device_name().lower() == "cpu"
+        np.testing.assert_allclose(out[name].numpy(), expected[name], rtol=1e-5, atol=1e-6)
+
+
+def test_ortvalue_outputs_chain_into_the_next_run_without_host_arrays(bound_runner):
+    """OrtValues (what a stage returns) are bound as inputs of the next run as they are."""
+    feeds = random_feeds(2, seed=3)
+    values = {k: ort.OrtValue.ortvalue_from_numpy(v, "cpu", 0) for k, v in feeds.items()}
+    out = bound_runner.infer(values)
+    np.testing.assert_allclose(out["y"].numpy(), reference(**feeds)["y"], rtol=1e-5, atol=1e-6)
+    mixed = bound_runner.infer({"x": values["x"], "mask": feeds["mask"]})  # OrtValue + numpy
+    np.testing.assert_allclose(mixed["m"].numpy(), reference(**feeds)["m"], rtol=1e-5, atol=1e-6)
+
+
+def test_bound_inputs_are_checked_like_host_ones(bound_runner):
+    feeds = random_feeds(2)
+    wrong = ort.OrtValue.ortvalue_from_numpy(feeds["x"].astype(np.float64), "cpu", 0)
+    with pytest.raises(InvalidInputError, match=r"Input tensor: x \| Received unexpected dtype: float64"):
+        bound_runner.infer({"x": wrong, "mask": feeds["mask"]})
+    narrow = ort.OrtValue.ortvalue_from_numpy(np.zeros((2, 5), np.float32), "cpu", 0)
+    with pytest.raises(InvalidInputError, match=r"Received incompatible shape: \(2, 5\)"):
+        bound_runner.infer({"x": narrow, "mask": feeds["mask"]})
+
+
+def test_cuda_arrays_are_refused_by_the_cpu_provider(bound_runner):
+    class FakeCudaArray:  # what torch / CuPy / DeviceArray expose
+        __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (1 << 20, False), "version": 3}
+
+    with pytest.raises(InputTypeError, match="provider='cpu' takes numpy arrays"):
+        bound_runner.infer({"x": FakeCudaArray(), "mask": random_feeds(2)["mask"]})
 
 
 def test_missing_file_raises_not_found(tmp_path):
@@ -204,10 +252,12 @@ def test_cuda_provider_iobinding_matches_torch(model_path):
     with OnnxRuntimeRunner(model_path, provider="cuda") as r:
         out = r.infer(cuda_feeds)
         host_out = r.infer(feeds)
+        chained = r.infer({"x": ort.OrtValue.ortvalue_from_numpy(feeds["x"], "cuda", 0), "mask": feeds["mask"]})
         with pytest.raises(InvalidInputError, match="non-contiguous"):
-            r.infer({"x": torch.zeros(3, 4, device="cuda").t(), "mask": cuda_feeds["mask"][:3]})
+            r.infer({"x": torch.zeros(4, 3, device="cuda").t().contiguous().t(), "mask": cuda_feeds["mask"][:3]})
     expected = reference(**feeds)
     for name in expected:
-        assert out[name].is_cuda
-        np.testing.assert_allclose(out[name].cpu().numpy(), expected[name], rtol=1e-5, atol=1e-5)
+        assert isinstance(out[name], ort.OrtValue) and out[name].device_name().lower() == "cuda"
+        np.testing.assert_allclose(out[name].numpy(), expected[name], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(chained[name].numpy(), expected[name], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(host_out[name], expected[name], rtol=1e-5, atol=1e-5)

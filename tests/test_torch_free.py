@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,49 @@ def test_manifest_records_the_embedder_engine(demo_engines):
         assert entry["graphs"][entry["for_sets"][precision]] == record["file"]
     assert records[("tokenizer", "all")]["file"] == entry["tokenizer"] == "tokenizer.json"
     assert all("embedder" not in data["sets"][p]["onnx"] for p in data["sets"])  # the sets stay the three stages
+
+
+def test_gpu_code_paths_run_without_torch(demo_engines, tmp_path):
+    """The device paths, with torch blocked: TensorRTRunner on cuda-python (API doubles: no GPU here)
+    and the demo engines through ONNX Runtime IOBinding, stage outputs kept as OrtValues between
+    sessions (CPU OrtValues here; the CUDA EP takes the same code with 'cuda' ones)."""
+    tests_dir = str(Path(__file__).parent)
+    out = tmp_path / "bound.npz"
+    done = _run(f"""
+        import json, sys
+        sys.path.insert(0, {tests_dir!r})
+        import numpy as np
+        from cuda_double import make_fake_cudart
+        from trt_double import make_fake_tensorrt
+        from genmask_sdk import Segmenter
+        from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
+        from genmask_sdk.runtime.pipeline import RunnerPipeline
+        from genmask_sdk.runtime.tensorrt_runner import TensorRTRunner
+
+        plan = {str(tmp_path / "m.plan")!r}
+        open(plan, "wb").write(b"FAKE-PLAN")
+        rt = make_fake_cudart()
+        trt = make_fake_tensorrt(engine_tensors=[("x", "INPUT", "FLOAT", (-1, 3), ((1, 3), (2, 3), (4, 3))),
+                                                 ("y", "OUTPUT", "FLOAT", (-1, 3), None)],
+                                 cudart=rt, compute=lambda f: {{"y": f["x"] * 2.0}})
+        with TensorRTRunner(plan, trt=trt, cudart=rt) as runner:
+            y = runner.infer({{"x": np.ones((2, 3), np.float32)}})["y"].to_numpy()
+        assert (y == 2.0).all(), y
+
+        seg = Segmenter.from_engines({str(demo_engines[0])!r}, backend="onnxruntime", device="cpu")
+        files = seg.describe()["files"]
+        runners = {{stage: OnnxRuntimeRunner({str(demo_engines[0])!r} + "/" + f["file"], device_outputs=True).load()
+                   for stage, f in files.items()}}
+        host = seg.predict({str(example_image_path())!r}, {PROMPTS!r})
+        seg._pipeline = RunnerPipeline("onnxruntime", runners, "cpu", host_io=False)
+        bound = seg.predict({str(example_image_path())!r}, {PROMPTS!r})
+        np.savez({str(out)!r}, host=np.stack([r.logits for r in host]), bound=np.stack([r.logits for r in bound]))
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {BLOCKED!r})
+        print(json.dumps({{"loaded": loaded, "z_img": type(seg._pipeline.encode(np.zeros((1, 3, seg.config.resolution,
+            seg.config.resolution), np.float32))).__name__}}))
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"loaded": [], "z_img": "OrtValue"}
+    data = np.load(out)
+    np.testing.assert_allclose(data["bound"], data["host"], rtol=0, atol=1e-5)

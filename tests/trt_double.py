@@ -1,8 +1,9 @@
 """A test double of the ``tensorrt`` Python module (10.x / 11.x attribute names).
 
-It does no TensorRT work: it records what the code under test calls so tests can check the build
-recipe. ``make_fake_tensorrt(...)`` returns a module object; ``fake.record`` holds the calls.
-Only used by tests, never by genmask_sdk.
+It records what the code under test calls so tests can check the build recipe and the runner's
+bindings; with a ``cuda_double`` module and a ``compute`` function its engines also execute on
+the double's memory. ``make_fake_tensorrt(...)`` returns a module object; ``fake.record`` holds
+the calls. Only used by tests, never by genmask_sdk.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import enum
 import types
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 @dataclass
@@ -27,6 +30,10 @@ class Record:
     builds: int = 0
     host_code_allowed: bool = False
     context_calls: list[tuple] = field(default_factory=list)
+
+
+NUMPY = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "BOOL": np.bool_,
+         "UINT8": np.uint8, "INT64": np.int64}
 
 
 class DataType(enum.Enum):
@@ -76,6 +83,9 @@ def make_fake_tensorrt(
     engine_tensors: list[tuple[str, str, str, tuple[int, ...], tuple | None]] | None = None,
     with_progress_monitor: bool = True,
     timing_cache_rejects: bytes = b"OTHER-GPU",
+    cudart: Any = None,
+    compute: Any = None,
+    execute_ok: bool = True,
 ) -> types.ModuleType:
     """Build a fake ``tensorrt`` module.
 
@@ -83,6 +93,11 @@ def make_fake_tensorrt(
     ``(name, "INPUT"|"OUTPUT", DataType name, shape, (min, opt, max) or None)`` of the engine that
     ``Runtime.deserialize_cuda_engine`` returns for ``build_result`` bytes (None for other bytes).
     A timing cache blob starting with ``timing_cache_rejects`` is refused by ``set_timing_cache``.
+
+    With ``cudart`` (a ``cuda_double`` module) and ``compute`` (``{input: array} -> {output: array}``),
+    ``execute_async_v3`` really runs: it reads the inputs at their bound addresses, computes, and writes
+    the outputs at theirs, queued on the stream (so a CUDA graph capture records it). Dynamic output
+    axes take the size of the first input's axis at the same position.
     """
     record = Record()
     major = int(version.split(".")[0])
@@ -241,21 +256,43 @@ def make_fake_tensorrt(
     class IExecutionContext:
         def __init__(self, engine: ICudaEngine) -> None:
             self.engine = engine
+            self.shapes: dict[str, tuple[int, ...]] = {}
+            self.addresses: dict[str, int] = {}
 
         def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
             record.context_calls.append(("set_input_shape", name, tuple(shape)))
+            self.shapes[name] = tuple(shape)
             return True
 
         def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return self.engine._tensors[name][2]
+            shape = self.engine._tensors[name][2]
+            if name in self.shapes:
+                return self.shapes[name]
+            first = self.shapes.get(self.engine._order[0])
+            if first is None:
+                return shape
+            return tuple(first[i] if d < 0 and i < len(first) else d for i, d in enumerate(shape))
 
         def set_tensor_address(self, name: str, address: int) -> bool:
+            assert isinstance(address, int), "set_tensor_address takes an int address"
             record.context_calls.append(("set_tensor_address", name, address))
+            self.addresses[name] = address
             return True
 
         def execute_async_v3(self, stream_handle: int) -> bool:
+            assert isinstance(stream_handle, int), "execute_async_v3 takes an int stream handle"
             record.context_calls.append(("execute_async_v3", stream_handle))
-            return True
+            if compute is not None and cudart is not None:
+                tensors = self.engine._tensors
+                bound = {n: (self.addresses[n], self.get_tensor_shape(n), NUMPY[tensors[n][1]]) for n in self.engine._order}
+
+                def run() -> None:
+                    feeds = {n: cudart.read(*bound[n]) for n in self.engine._order if tensors[n][0] == "INPUT"}
+                    for name, value in compute(feeds).items():
+                        cudart.write(bound[name][0], np.asarray(value, dtype=bound[name][2]).reshape(bound[name][1]))
+
+                cudart.enqueue(stream_handle, run)
+            return execute_ok
 
     class ICudaEngine:
         def __init__(self) -> None:

@@ -103,8 +103,8 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
     from .runtime.pipeline import RunnerPipeline
 
     if backend == "tensorrt":
-        runners = _load_tensorrt(directory, artifacts, device)
-        pipeline = RunnerPipeline("tensorrt", runners, device, host_io=False)
+        runners, stream = _load_tensorrt(directory, artifacts, device)
+        pipeline = RunnerPipeline("tensorrt", runners, device, host_io=False, owned=[stream])
     else:
         if provider != "cpu" and device.type != "cuda":
             raise BackendUnavailableError(
@@ -122,12 +122,21 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
     return Opened(pipeline, backend, provider if backend == "onnxruntime" else None, artifacts)
 
 
-def _load_tensorrt(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], device: Device) -> dict:
+def _load_tensorrt(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], device: Device) -> tuple[dict, Any]:
+    """The stage runners on one shared CUDA stream (stages run in stream order, no host waits between them)."""
+    from .runtime.cuda import CudaDevice, Stream
     from .runtime.tensorrt_runner import TensorRTRunner
     from .runtime.trt_api import import_tensorrt
 
     import_tensorrt()  # BackendUnavailableError with install instructions when missing
-    return load_all_runners({stage: TensorRTRunner(directory / a["file"], device=str(device)) for stage, a in artifacts.items()})
+    stream = Stream(CudaDevice(device.index or 0))
+    runners = {stage: TensorRTRunner(directory / a["file"], device=str(device), stream=stream)
+               for stage, a in artifacts.items()}
+    try:
+        return load_all_runners(runners), stream
+    except Exception:
+        stream.destroy()
+        raise
 
 
 def _load_onnxruntime(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], provider: str,
@@ -137,8 +146,10 @@ def _load_onnxruntime(directory: Path, artifacts: Mapping[str, Mapping[str, Any]
     except ImportError as exc:
         raise BackendUnavailableError(f"onnxruntime is not installed ({exc}); pip install onnxruntime.") from None
     index = device.index or 0
-    return load_all_runners({stage: OnnxRuntimeRunner(directory / a["file"], provider=provider, device_id=index)
-                      for stage, a in artifacts.items()})
+    on_device = provider != "cpu"  # CUDA / TensorRT EP: stage outputs stay on the GPU as OrtValues
+    return load_all_runners({stage: OnnxRuntimeRunner(directory / a["file"], provider=provider, device_id=index,
+                                                      device_outputs=on_device)
+                             for stage, a in artifacts.items()})
 
 
 def load_all_runners(runners: dict) -> dict:

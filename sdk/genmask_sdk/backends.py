@@ -4,7 +4,7 @@ Every pipeline takes torch tensors or numpy arrays and returns torch tensors on 
 (float32 unless noted):
 
 * ``encode(pixels (B, 3, R, R) in [-1, 1]) -> z_img (B, 16, R/8, R/8)``
-* ``denoise(z_img (B, 16, h, w), context (B, L, D), context_mask (B, L) bool) -> x0 (B, 16, h, w)``
+* ``denoise(z_img (1 or B, 16, h, w), context (B, L, D), context_mask (B, L) bool) -> x0 (B, 16, h, w)``
 * ``decode(latent (B, 16, h, w)) -> logits (B, 1, R, R)``; logit > 0 is inside the mask.
 
 Returned tensors belong to the caller (engine-owned buffers are copied). Pipelines are not
@@ -53,7 +53,11 @@ class TorchPipeline:
 
     @torch.inference_mode()
     def denoise(self, z_img: Any, context: Any, context_mask: Any) -> torch.Tensor:
-        return self.model.predict_latent(self._tensor(z_img), self._tensor(context), self._tensor(context_mask)).float()
+        """A single ``z_img`` (1, 16, h, w) is repeated for the B prompts of ``context``."""
+        z_img, context = self._tensor(z_img), self._tensor(context)
+        if z_img.shape[0] == 1 and context.shape[0] > 1:
+            z_img = z_img.expand(context.shape[0], *z_img.shape[1:]).contiguous()
+        return self.model.predict_latent(z_img, context, self._tensor(context_mask)).float()
 
     @torch.inference_mode()
     def decode(self, latent: Any) -> torch.Tensor:

@@ -43,7 +43,7 @@ from .engine_dir import describe_manifest, manifest_config, open_manifest
 from .errors import ArtifactMismatchError, InputTypeError, InvalidInputError, InvalidStateError
 from .results import MaskResult, Timings
 from .runtime.imaging import Letterbox, load_image, to_engine_pixels, to_original_logits, to_pil
-from .runtime.base import is_torch_tensor
+from .runtime.base import host_array as _host
 
 logger = logging.getLogger("genmask_sdk.segmenter")
 _UNSET = object()
@@ -130,6 +130,11 @@ class Segmenter:
             embedder = opened.model.embedder
         else:
             embedder = _engine_embedder(manifest, config, precision, resolved) or load_embedder(config.embedder, resolved)
+        if resolved.type == "cuda" and getattr(getattr(embedder, "runner", None), "provider", None) == "cpu":
+            reason = ("the text embedder runs on the CPU: this onnxruntime has no CUDAExecutionProvider (pip install "
+                      "onnxruntime-gpu for it to run on the GPU)")
+            logger.warning("Segmenter: %s", reason)
+            fallbacks.append({"option": "text_embedder on cuda", "reason": reason})
         data = manifest.data
         files = {stage: {k: a.get(k) for k in ("file", "sha256", "runtime", "precision")}
                  for stage, a in opened.artifacts.items()}
@@ -230,9 +235,8 @@ class Segmenter:
         length = int(context_mask.sum(axis=1).max())
         context = np.ascontiguousarray(context[:, :length], dtype=np.float32)
         context_mask = np.ascontiguousarray(context_mask[:, :length])
-        z_img = _repeat(state.z_img, context.shape[0])
         t0 = self._clock()
-        latent = self._pipeline.denoise(z_img, context, context_mask)
+        latent = self._pipeline.denoise(state.z_img, context, context_mask)  # z_img repeated there
         t1 = self._clock()
         logits = _host(self._pipeline.decode(latent)).astype(np.float32, copy=False)
         t2 = self._clock()
@@ -296,7 +300,8 @@ class Segmenter:
                          "runs_on": getattr(self._embedder, "runs_on", f"torch ({self.device})"), "image_size": spec.image_size,
                          "image_tokens": spec.image_tokens,
                          "can_reason": bool(getattr(self._embedder, "can_generate", False))},
-            "fallbacks": list(info["fallbacks"]), "manifest": info.get("manifest"),
+            "fallbacks": list(info["fallbacks"]) + list(getattr(self._pipeline, "notes", [])),
+            "manifest": info.get("manifest"),
             "thread_safety": "one lock per Segmenter: calls run one at a time",
             "closed": self._closed,
         }
@@ -370,19 +375,3 @@ def _engine_embedder(manifest, config, precision: str, device) -> Any:
     runner = OnnxRuntimeRunner(files["embedder"], provider=provider, device_id=device.index or 0).load()
     spec = config.embedder
     return OnnxTextEmbedder(runner, files["tokenizer"], spec.hidden_size, spec.prompt_template, spec.max_prompt_tokens)
-
-
-def _host(value: Any) -> np.ndarray:
-    """A numpy array from a numpy array or a torch tensor (copied to the host)."""
-    if is_torch_tensor(value):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def _repeat(z_img: Any, batch: int) -> Any:
-    """(1, ...) -> (batch, ...), numpy or torch, contiguous."""
-    if batch == 1:
-        return z_img
-    if is_torch_tensor(z_img):
-        return z_img.expand(batch, *z_img.shape[1:]).contiguous()
-    return np.ascontiguousarray(np.broadcast_to(z_img, (batch, *z_img.shape[1:])))

@@ -322,9 +322,12 @@ def measure(fn: Callable[[], Any], sync: Callable[[], None], settings, before=No
 
 
 def to_numpy(value) -> np.ndarray:
+    """float32 host copy of a stage output (numpy, torch tensor, DeviceArray or OrtValue)."""
+    from ..runtime.base import host_array
+
     if isinstance(value, torch.Tensor):
-        return value.detach().float().cpu().numpy()
-    return np.asarray(value, dtype=np.float32)
+        value = value.detach().float()  # bf16 has no numpy dtype
+    return host_array(value).astype(np.float32, copy=False)
 
 
 def run_target(target: OpenedTarget, inputs: Inputs, mode: str, settings, flops: dict, embedder, config,

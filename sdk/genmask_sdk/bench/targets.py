@@ -270,6 +270,9 @@ class OpenedTarget:
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+            synchronize = getattr(self.pipeline, "synchronize", None)
+            if synchronize is not None:  # runners on their own cuda-python streams
+                synchronize()
 
     def close(self) -> None:
         try:
@@ -332,18 +335,23 @@ def open_target(spec: TargetSpec, artifacts: Artifacts, *, model, device: torch.
         from ..runtime.onnxruntime_runner import OnnxRuntimeRunner
 
         index = target_device.index or 0
-        runners = {stage: OnnxRuntimeRunner(path, provider=spec.variant, device_id=index,
-                                            intra_op_num_threads=threads) for stage, path in files.items()}
+        runners = {stage: OnnxRuntimeRunner(path, provider=spec.variant, device_id=index, intra_op_num_threads=threads,
+                                            device_outputs=on_cuda) for stage, path in files.items()}
+        owned = []
     else:
+        from ..runtime.cuda import CudaDevice, Stream
         from ..runtime.tensorrt_runner import TensorRTRunner
 
-        runners = {stage: TensorRTRunner(path, device=target_device) for stage, path in files.items()}
+        stream = Stream(CudaDevice(target_device.index or 0))
+        runners = {stage: TensorRTRunner(path, device=str(target_device), stream=stream)
+                   for stage, path in files.items()}
+        owned = [stream]
     from ..backends import RunnerPipeline
 
     from ..backend_select import load_all_runners
 
     load_all_runners(runners)
-    pipeline = RunnerPipeline(spec.family, runners, target_device, host_io=not on_cuda)
+    pipeline = RunnerPipeline(spec.family, runners, target_device, host_io=not on_cuda, owned=owned)
     if artifacts.mode == "pipeline":
         pipeline.check_graphs(artifacts.config.resolution, artifacts.config.embedder.hidden_size)
     details = {"files": {stage: str(path) for stage, path in files.items()},

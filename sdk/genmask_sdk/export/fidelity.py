@@ -75,8 +75,8 @@ def run_plan(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
     from ..runtime.tensorrt_runner import TensorRTRunner
 
     with TensorRTRunner(path) as runner:
-        (out,) = runner.infer({k: torch.from_numpy(v).cuda().contiguous() for k, v in feeds.items()}).values()
-        return out.float().cpu().numpy()
+        (out,) = runner.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()}).values()
+        return out.to_numpy().astype(np.float32, copy=False)
 
 
 def check_graph(path: Path, stage: str, precision: str, ref: Reference, mask_head, *, runtime: str = "onnx",

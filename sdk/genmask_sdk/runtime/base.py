@@ -11,6 +11,8 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from ..errors import GenMaskError
 
 
@@ -37,6 +39,26 @@ class TensorSpec:
 def is_torch_tensor(value: Any) -> bool:
     """A ``torch.Tensor``, recognised without importing torch (the runtime never requires it)."""
     return type(value).__module__.startswith("torch") and hasattr(value, "data_ptr")
+
+
+def host_array(value: Any) -> np.ndarray:
+    """A numpy array on the host from what a runner or embedder returns: a numpy array (as is), a torch
+    tensor, a genmask ``DeviceArray`` or an onnxruntime ``OrtValue`` (copied from the device)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if is_torch_tensor(value):
+        return value.detach().cpu().numpy()
+    for method in ("to_numpy", "numpy"):  # DeviceArray.to_numpy, OrtValue.numpy
+        convert = getattr(value, method, None)
+        if callable(convert):
+            return np.asarray(convert())
+    return np.asarray(value)
+
+
+def shape_of(value: Any) -> tuple[int, ...]:
+    """The shape of a numpy array, torch tensor, DeviceArray or OrtValue (whose ``shape`` is a method)."""
+    shape = value.shape
+    return tuple(int(d) for d in (shape() if callable(shape) else shape))
 
 
 class RunnerClosedError(GenMaskError, RuntimeError):

@@ -26,13 +26,14 @@ class Device:
 
 def cuda_device_count() -> tuple[int, str]:
     """(visible CUDA GPUs, how that was found)."""
+    from . import cuda
+
     try:
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-    except ImportError:
+        cudart = cuda.import_cudart()
+    except BackendUnavailableError:
         cudart = None
     if cudart is not None:
-        err, count = cudart.cudaGetDeviceCount()
-        return (int(count) if int(err) == 0 else 0), "cuda-python"
+        return cuda.device_count(cudart), "cuda-python"
     torch = sys.modules.get("torch")
     if torch is not None:
         return (torch.cuda.device_count() if torch.cuda.is_available() else 0), "torch"

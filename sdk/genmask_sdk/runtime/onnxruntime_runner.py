@@ -24,7 +24,6 @@ from ..errors import (
 from .base import Runner, TensorSpec, is_torch_tensor
 from .feed_checks import check_feed_names, dtype_error, shape_error, shape_is_compatible
 from .shape_profiles import ShapeRange, format_profile_shapes, normalize_profiles
-from .trt_api import dtype_name
 
 EXECUTION_PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -51,13 +50,17 @@ REBUILD_HINT = "Re-export it: python export/build_engines.py ... --backend onnx"
 class OnnxRuntimeRunner(Runner):
     """Serves one ``.onnx`` file (external weights next to it) with one execution provider.
 
-    ``infer`` accepts either
-      * ``{name: numpy.ndarray}`` (any provider) -> ``{name: numpy.ndarray}`` on the host, or
-      * ``{name: torch CUDA tensor}`` (provider ``"cuda"``/``"tensorrt"``, contiguous, on
-        ``cuda:<device_id>``) -> ``{name: torch CUDA tensor}`` through IOBinding, without host
-        copies. Output tensors are allocated by ONNX Runtime per call and owned by the caller.
-        The caller's current torch stream is synchronized before the run, and the outputs are
-        complete when ``infer`` returns.
+    ``infer`` accepts
+      * ``{name: numpy.ndarray}`` -> ``{name: numpy.ndarray}`` on the host (``session.run``), unless
+        ``device_outputs=True``;
+      * otherwise, through IOBinding: per input a numpy array (copied to the binding device once),
+        an ``onnxruntime.OrtValue`` on the binding device (``"cuda"`` for the CUDA / TensorRT
+        providers, ``"cpu"`` for the CPU one), or, on CUDA, any contiguous array with
+        ``__cuda_array_interface__`` on ``cuda:<device_id>`` (a torch CUDA tensor, a genmask
+        ``DeviceArray``; read in place after its producer's stream is waited for). Outputs are
+        ``OrtValue``s on the binding device, allocated by ONNX Runtime per call and owned by the
+        caller (``.numpy()`` copies one to the host); they are complete when ``infer`` returns.
+        This is how a pipeline keeps intermediates on the GPU between sessions, without torch.
     Inputs must have the graph's dtypes and ranks (and sizes on static axes); nothing is cast.
 
     Args:
@@ -76,6 +79,7 @@ class OnnxRuntimeRunner(Runner):
             ``<onnx dir>/ort_trt_cache``); the first session builds, later ones load in seconds.
         trt_builder_optimization_level: 0..5, like ``TensorRTBuildConfig``.
         provider_options: extra options merged into the provider's options (override ours).
+        device_outputs: return ``OrtValue``s on the binding device even for numpy feeds.
     """
 
     name = "onnxruntime"
@@ -93,6 +97,7 @@ class OnnxRuntimeRunner(Runner):
         trt_cache_dir: str | os.PathLike[str] | None = None,
         trt_builder_optimization_level: int = 3,
         provider_options: Mapping[str, Any] | None = None,
+        device_outputs: bool = False,
     ) -> None:
         super().__init__()
         if provider not in EXECUTION_PROVIDERS:
@@ -126,6 +131,7 @@ class OnnxRuntimeRunner(Runner):
         )
         self.trt_builder_optimization_level = trt_builder_optimization_level
         self.provider_options = dict(provider_options or {})
+        self.device_outputs = bool(device_outputs)
         self._session: ort.InferenceSession | None = None
         self.input_specs: list[TensorSpec] = []
         self.output_specs: list[TensorSpec] = []
@@ -228,55 +234,101 @@ class OnnxRuntimeRunner(Runner):
     def _infer_impl(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         specs = {s.name: s for s in self.input_specs}
         check_feed_names(self.name, feeds, list(specs))
-        if all(isinstance(v, np.ndarray) for v in feeds.values()):
+        host_only = all(isinstance(v, np.ndarray) for v in feeds.values())
+        if host_only and not self.device_outputs:
             for name, value in feeds.items():
                 _check_dtype_and_shape(name, value.dtype.name, value.shape, specs[name])
             outputs = self._session.run(None, dict(feeds))  # type: ignore[union-attr]
             return {s.name: out for s, out in zip(self.output_specs, outputs)}
-        if all(is_torch_tensor(v) for v in feeds.values()):
-            return self._infer_cuda_tensors(feeds, specs)
-        kinds = sorted({type(v).__name__ for v in feeds.values()})
-        raise InputTypeError(
-            f"{self.name}: inputs must be all numpy arrays or all torch CUDA tensors, got {kinds}."
-        )
+        return self._infer_bound(feeds, specs)
 
-    def _infer_cuda_tensors(
-        self, feeds: Mapping[str, Any], specs: Mapping[str, TensorSpec]
-    ) -> dict[str, Any]:
-        """IOBinding: ONNX Runtime reads the torch buffers in place and allocates device outputs."""
-        if self.provider == "cpu":
-            raise InputTypeError(
-                "provider='cpu' takes numpy arrays; pass tensor.cpu().numpy(), or create the "
-                "runner with provider='cuda' to feed torch CUDA tensors."
-            )
-        import torch  # torch CUDA tensors in and out: torch is there, since the caller passed them
+    @property
+    def binding_device(self) -> str:
+        """Where IOBinding keeps tensors: ``"cuda"`` for the CUDA / TensorRT providers, else ``"cpu"``."""
+        return "cpu" if self.provider == "cpu" else "cuda"
 
-        device = torch.device("cuda", self.device_id)
+    def _infer_bound(self, feeds: Mapping[str, Any], specs: Mapping[str, TensorSpec]) -> dict[str, Any]:
+        """IOBinding: inputs bound in place (numpy arrays are first copied to the binding device) and
+        outputs allocated by ONNX Runtime there, returned as ``OrtValue``s owned by the caller."""
         binding = self._session.io_binding()  # type: ignore[union-attr]
+        keep = []  # OrtValues made here stay alive until the run is over
         for name, value in feeds.items():
-            if value.device != device:
-                raise InvalidInputError(
-                    f"Input tensor: {name} | Received a tensor on {value.device}; expected "
-                    f"{device}. Move it with tensor.to('{device}') (the runner never copies "
-                    "between host and device)."
+            spec = specs[name]
+            if isinstance(value, np.ndarray):
+                _check_dtype_and_shape(name, value.dtype.name, value.shape, spec)
+                value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), self.binding_device,
+                                                         self.device_id)
+                keep.append(value)
+                binding.bind_ortvalue_input(name, value)
+            elif isinstance(value, ort.OrtValue):
+                self._check_ortvalue(name, value, spec)
+                binding.bind_ortvalue_input(name, value)
+            elif hasattr(value, "__cuda_array_interface__"):
+                shape, dtype, address = self._cuda_array_view(name, value, spec)
+                binding.bind_input(name, "cuda", self.device_id, dtype, shape, address)
+            elif is_torch_tensor(value):
+                raise InputTypeError(
+                    f"Input tensor: {name} | Received a torch tensor on {value.device}; provider={self.provider!r} takes "
+                    "numpy arrays on the host: pass tensor.cpu().numpy()."
                 )
-            _check_dtype_and_shape(name, dtype_name(value.dtype), tuple(value.shape), specs[name])
-            if not value.is_contiguous():
-                raise InvalidInputError(
-                    f"Input tensor: {name} | Received a non-contiguous tensor; pass "
-                    "tensor.contiguous()."
+            else:
+                raise InputTypeError(
+                    f"Input tensor: {name} | Received {type(value).__name__}; {self.name} takes numpy arrays, "
+                    "onnxruntime OrtValues, or (CUDA providers) CUDA arrays with __cuda_array_interface__."
                 )
-            element_type = np.dtype(specs[name].dtype)
-            binding.bind_input(
-                name, "cuda", self.device_id, element_type, tuple(value.shape), value.data_ptr()
-            )
         for spec in self.output_specs:
-            binding.bind_output(spec.name, "cuda", self.device_id)
-        torch.cuda.current_stream(device).synchronize()  # ONNX Runtime runs on its own stream
+            binding.bind_output(spec.name, self.binding_device, self.device_id)
         self._session.run_with_iobinding(binding)  # type: ignore[union-attr]
         binding.synchronize_outputs()
-        outputs = binding.get_outputs()
-        return {s.name: torch.from_dlpack(v) for s, v in zip(self.output_specs, outputs)}
+        return {s.name: v for s, v in zip(self.output_specs, binding.get_outputs())}
+
+    def _check_ortvalue(self, name: str, value: Any, spec: TensorSpec) -> None:
+        where = value.device_name().lower()
+        if where != self.binding_device:
+            raise InvalidInputError(
+                f"Input tensor: {name} | Received an OrtValue on {where}; this {self.provider} session binds "
+                f"{self.binding_device} tensors. Create it with OrtValue.ortvalue_from_numpy(a, "
+                f"'{self.binding_device}', {self.device_id}) (the runner never copies between devices)."
+            )
+        dtype = _ONNX_DTYPES.get(value.data_type(), value.data_type())
+        _check_dtype_and_shape(name, dtype, tuple(value.shape()), spec)
+
+    def _cuda_array_view(self, name: str, value: Any, spec: TensorSpec) -> tuple[tuple[int, ...], Any, int]:
+        """(shape, numpy dtype, device address) of a contiguous CUDA array on this runner's GPU, after
+        waiting for its producer (torch's current stream for a torch tensor)."""
+        if self.binding_device != "cuda":
+            raise InputTypeError(
+                f"Input tensor: {name} | provider='cpu' takes numpy arrays; copy the CUDA array to the host, or "
+                "create the runner with provider='cuda'."
+            )
+        interface = value.__cuda_array_interface__
+        shape, dtype = tuple(int(d) for d in interface["shape"]), np.dtype(interface["typestr"])
+        _check_dtype_and_shape(name, dtype.name, shape, spec)
+        contiguous = tuple(int(np.prod(shape[i + 1:], dtype=np.int64)) * dtype.itemsize for i in range(len(shape)))
+        strides = interface.get("strides")
+        if strides is not None and tuple(strides) != contiguous:
+            raise InvalidInputError(f"Input tensor: {name} | Received a non-contiguous array (strides "
+                                    f"{tuple(strides)}); pass a contiguous copy (tensor.contiguous()).")
+        index = _cuda_index(value)
+        if index is not None and index != self.device_id:
+            raise InvalidInputError(
+                f"Input tensor: {name} | Received an array on cuda:{index}; expected cuda:{self.device_id}. Move it "
+                "there first (the runner never copies between devices)."
+            )
+        if is_torch_tensor(value):
+            import torch  # the caller passed a torch tensor, so torch is there
+
+            torch.cuda.current_stream(value.device).synchronize()  # ONNX Runtime runs on its own stream
+        elif interface.get("stream") is not None and hasattr(value, "stream"):
+            value.stream.synchronize()  # a genmask DeviceArray: wait for the stream that wrote it
+        return shape, dtype, int(interface["data"][0])
+
+
+def _cuda_index(value: Any) -> int | None:
+    """The GPU ordinal of a torch CUDA tensor or a genmask DeviceArray; None when unknown."""
+    device = getattr(value, "device", None)
+    index = getattr(device, "index", None)
+    return int(index) if index is not None else None
 
 
 def _spec(arg: Any) -> TensorSpec:

@@ -19,11 +19,12 @@ INSTALL_HINT = (
     "tensorrt); on Jetson use the TensorRT that ships with JetPack."
 )
 
-# TensorRT DataType member name -> torch dtype name. Members missing from a TRT build are simply unused.
-_TORCH_DTYPES: dict[str, str] = {
+# TensorRT DataType member name -> numpy dtype name of its buffers. BF16 and FP8 have no numpy dtype:
+# engines with such I/O are refused (the exporter keeps graph I/O in float32). Members missing from a
+# TRT build are simply unused.
+_NUMPY_DTYPES: dict[str, str] = {
     "FLOAT": "float32",
     "HALF": "float16",
-    "BF16": "bfloat16",
     "INT8": "int8",
     "UINT8": "uint8",
     "INT32": "int32",
@@ -84,20 +85,18 @@ def shared_logger(trt: Any) -> Any:
     return entry[1]
 
 
-def torch_dtype_of(trt_dtype: Any):
-    """Map a ``trt.DataType`` member to the torch dtype of its buffers."""
+def numpy_dtype_of(trt_dtype: Any) -> str:
+    """Map a ``trt.DataType`` member to the numpy dtype name of its buffers (``"float32"``, ...)."""
     name = getattr(trt_dtype, "name", str(trt_dtype).split(".")[-1])
-    if name not in _TORCH_DTYPES:
+    if name not in _NUMPY_DTYPES:
         raise BackendUnavailableError(
-            f"Engine I/O tensor has TensorRT dtype {name}, which genmask-sdk cannot bind to a "
-            f"torch tensor (supported: {sorted(_TORCH_DTYPES)}). Re-export the ONNX with I/O in "
-            "one of these types (keep_io_types=True when converting to FP16/INT8)."
+            f"Engine I/O tensor has TensorRT dtype {name}, which genmask-sdk cannot bind to a numpy-typed "
+            f"buffer (supported: {sorted(_NUMPY_DTYPES)}). Re-export the ONNX with I/O in one of these types "
+            "(keep_io_types=True when converting to FP16/INT8)."
         )
-    import torch  # the TensorRT runner exchanges torch CUDA tensors
-
-    return getattr(torch, _TORCH_DTYPES[name])
+    return _NUMPY_DTYPES[name]
 
 
 def dtype_name(dtype: Any) -> str:
-    """``torch.float16`` -> ``"float16"`` (the numpy name used by TensorSpec)."""
+    """``torch.float16`` / ``np.float16`` / ``"float16"`` -> ``"float16"`` (the numpy name used by TensorSpec)."""
     return str(dtype).removeprefix("torch.")
