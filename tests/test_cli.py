@@ -69,19 +69,20 @@ def test_info_reports_a_failed_verification(tiny_engines, tmp_path, capsys):
     engines = tmp_path / "engines"
     shutil.copytree(tiny_engines[0], engines)
     (engines / "vae_encoder.fp32.onnx").write_bytes(b"x")
-    assert main(["info", str(engines)]) == 1
+    assert main(["info", str(engines)]) == 2
     captured = capsys.readouterr()
     assert "verification: FAILED" in captured.out and "checksum" in captured.err
     assert main(["info", str(engines), "--json", "--no-verify"]) == 0
     assert json.loads(capsys.readouterr().out)["verification"] == "skipped"
 
 
-def test_errors_exit_1_without_traceback(tmp_path, capsys):
-    assert main(["segment", str(example_image_path()), "x", "--engines", str(tmp_path / "none")]) == 1
+def test_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path, capsys):
+    assert main(["segment", str(example_image_path()), "x", "--engines", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
-    assert "genmask segment: error:" in err and "does not exist" in err
-    assert main(["info", str(tmp_path)]) == 1
-    assert "manifest.json does not exist" in capsys.readouterr().err
+    assert "genmask segment: error:" in err and "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.json does not exist" in err and len(err.strip().splitlines()) == 1
 
 
 def test_usage_errors_exit_2(capsys):

@@ -116,6 +116,7 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
         pipeline = RunnerPipeline("onnxruntime", runners, Device("cpu") if on_cpu else device, host_io=on_cpu)
     try:
         pipeline.check_graphs(config.resolution, config.embedder.hidden_size)
+        pipeline.check_records(artifacts)
     except Exception:
         pipeline.close()
         raise

@@ -1,8 +1,8 @@
 """The ``genmask`` command line: ``segment``, ``build`` and ``info``.
 
 This module only parses arguments and calls library functions (``Segmenter``,
-``engine_dir.read_manifest``, ``genmask_sdk.export.cli.main``). Exit codes: 0 success, 1 a
-GenMask error (message on stderr, no traceback), 2 bad usage.
+``engine_dir.read_manifest``, ``genmask_sdk.export.cli.main``). Exit codes: 0 success, 2 a user
+error -- bad usage or a GenMask error -- with one line on stderr and no traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -61,8 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _segment(args) if args.command == "segment" else _info(args)
     except GenMaskError as exc:
-        print(f"genmask {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"genmask {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `genmask info ... | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def one_line(error: BaseException) -> str:
+    """An error message on one line (the lines of a multi-line message joined with '; ')."""
+    return "; ".join(line.strip(" -") for line in str(error).splitlines() if line.strip())
 
 
 def _build(argv: list[str]) -> int:
@@ -136,12 +146,12 @@ def _info(args: argparse.Namespace) -> int:
         failure = exc
         manifest = open_manifest(args.directory, verify=False)  # still summarise; raises if unreadable
     summary = describe_manifest(manifest.data)
-    summary["verification"] = f"FAILED: {failure}" if failure else ("sha256 OK" if verify else "skipped")
+    summary["verification"] = f"FAILED: {one_line(failure)}" if failure else ("sha256 OK" if verify else "skipped")
     if failure:
-        print(f"genmask info: error: {failure}", file=sys.stderr)
+        print(f"genmask info: error: {one_line(failure)}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 1 if failure else 0
+        return 2 if failure else 0
     embedder = summary["embedder"]
     print(f"engines: {args.directory}")
     print(f"  model {summary['model']}, resolution {summary['resolution']}, max_batch {summary['max_batch']}, "
@@ -155,7 +165,7 @@ def _info(args: argparse.Namespace) -> int:
     sets = ", ".join(f"{p} ({'+'.join(r) or 'nothing built'})" for p, r in sorted(summary["sets"].items()))
     print(f"  sets: {sets}")
     print(f"verification: {summary['verification']} ({len(summary['artifacts'])} files)")
-    return 1 if failure else 0
+    return 2 if failure else 0
 
 
 if __name__ == "__main__":

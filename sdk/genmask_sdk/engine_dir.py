@@ -27,7 +27,7 @@ def open_manifest(directory: str | Path, verify: bool = True):
     """The exporter's ``Manifest`` (``.directory``, ``.data``) after its format/version checks
     and, with ``verify``, the sha256 of every file. Raises ArtifactNotFoundError /
     ArtifactMismatchError with the command that rebuilds the directory."""
-    from .export.manifest import load_manifest
+    from .runtime.manifest import load_manifest
 
     directory = Path(directory)
     if not directory.is_dir():

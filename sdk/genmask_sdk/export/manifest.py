@@ -36,18 +36,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..config import GenMaskConfig
 from ..errors import ArtifactMismatchError, ArtifactNotFoundError
 from ..io import atomic_write_text, sha256_file
-from ..runtime.base import TensorSpec
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
+# Reading (schema, containment, checksums) lives in the runtime, which serves engines without this package.
+from ..runtime.manifest import (  # noqa: E402,F401  (re-exported)
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    Manifest,
+    load_manifest,
+    read_manifest,
+    rebuild_hint,
+    verify_files,
+)
 
 
 def checkpoint_sha256(directory: str | Path) -> str:
@@ -88,54 +93,6 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def rebuild_hint(data: dict | None, directory: Path) -> str:
-    source = ((data or {}).get("checkpoint") or {}).get("source", "<checkpoint>")
-    return f"Re-run `python export/build_engines.py --checkpoint {source} --out {directory}` (add --force to rebuild all)."
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A loaded manifest: ``data`` is the JSON object, ``directory`` the engines directory."""
-
-    directory: Path
-    data: dict[str, Any]
-
-    @property
-    def config(self) -> GenMaskConfig:
-        return GenMaskConfig.from_dict(self.data["config"])
-
-    @property
-    def artifacts(self) -> list[dict[str, Any]]:
-        return self.data["artifacts"]
-
-    @property
-    def precisions(self) -> list[str]:
-        return list(self.data["sets"])
-
-    def artifact(self, stage: str, precision: str, runtime: str = "onnx") -> dict[str, Any]:
-        """The record of the file serving ``stage`` in the ``precision`` set on ``runtime``."""
-        files = self.files(precision, runtime)
-        if stage not in files:
-            raise ArtifactNotFoundError(f"{self.directory}: no {stage} in the {precision} set. "
-                                        + rebuild_hint(self.data, self.directory))
-        return next(a for a in self.artifacts if a["file"] == files[stage].name)
-
-    def files(self, precision: str, runtime: str = "onnx") -> dict[str, Path]:
-        """Stage -> absolute path of the ``precision`` set on ``runtime`` ("onnx" or "tensorrt")."""
-        entry = self.data["sets"].get(precision)
-        if entry is None or not entry.get(runtime):
-            built = {p: [r for r, f in e.items() if f] for p, e in self.data["sets"].items()}
-            raise ArtifactNotFoundError(f"{self.directory} has no {precision} set for {runtime} (built: {built}). "
-                                        f"Build it with --precisions {precision}"
-                                        + (" on a machine with TensorRT and a GPU" if runtime == "tensorrt" else "")
-                                        + ". " + rebuild_hint(self.data, self.directory))
-        return {stage: self.directory / name for stage, name in entry[runtime].items()}
-
-    def specs(self, stage: str, precision: str, runtime: str = "onnx") -> tuple[list[TensorSpec], list[TensorSpec]]:
-        record = self.artifact(stage, precision, runtime)
-        return ([TensorSpec.from_json(s) for s in record["inputs"]], [TensorSpec.from_json(s) for s in record["outputs"]])
-
-
 def write_manifest(directory: Path, data: dict[str, Any]) -> Path:
     """Write ``manifest.json`` atomically (temp file, then rename)."""
     path = Path(directory) / MANIFEST_NAME
@@ -150,62 +107,6 @@ def _dumps(data: dict[str, Any]) -> str:
     """Indented JSON with lists of numbers (shapes) kept on one line."""
     text = json.dumps(data, indent=2)
     return _FLAT_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
-
-
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """The manifest's JSON, unchecked beyond parsing (ArtifactNotFoundError / ArtifactMismatchError)."""
-    directory = Path(directory)
-    path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise ArtifactNotFoundError(f"{path} does not exist: {directory} holds no complete engine build. "
-                                    + rebuild_hint(None, directory))
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactMismatchError(f"{path} is not valid JSON ({exc}). " + rebuild_hint(None, directory)) from exc
-    if not isinstance(data, dict):
-        raise ArtifactMismatchError(f"{path} is not a manifest object. " + rebuild_hint(None, directory))
-    return data
-
-
-def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
-    """Load and check ``<directory>/manifest.json``.
-
-    Checks the format version and the SDK major version, and with ``verify`` that every file
-    (graphs, external data, plans) exists and has the recorded SHA-256. Raises
-    ArtifactNotFoundError (missing manifest or file) or ArtifactMismatchError (other version,
-    corrupt or changed file), each with the command that rebuilds the directory.
-    """
-    directory = Path(directory)
-    data = read_manifest(directory)
-    hint = rebuild_hint(data, directory)
-    if data.get("format_version") != FORMAT_VERSION:
-        raise ArtifactMismatchError(f"{directory}/{MANIFEST_NAME} has format_version {data.get('format_version')!r}; "
-                                    f"this SDK reads {FORMAT_VERSION}. {hint}")
-    built_major = str(data.get("sdk_version", "")).split(".")[0]
-    if built_major != __version__.split(".")[0]:
-        raise ArtifactMismatchError(f"{directory} was built by genmask-sdk {data.get('sdk_version')!r}; this is "
-                                    f"{__version__} (major versions differ). {hint}")
-    for key in ("config", "checkpoint", "artifacts", "sets"):
-        if key not in data:
-            raise ArtifactMismatchError(f"{directory}/{MANIFEST_NAME} lacks {key!r}. {hint}")
-    manifest = Manifest(directory, data)
-    if verify:
-        verify_files(manifest)
-    return manifest
-
-
-def verify_files(manifest: Manifest) -> None:
-    """Every recorded file exists and matches its SHA-256 (see ``load_manifest``)."""
-    hint = rebuild_hint(manifest.data, manifest.directory)
-    for artifact in manifest.artifacts:
-        for record in [artifact] + list(artifact.get("external_data", [])):
-            path = manifest.directory / record["file"]
-            if not path.is_file():
-                raise ArtifactNotFoundError(f"{path} is listed in the manifest but missing. {hint}")
-            if path.stat().st_size != record.get("bytes", path.stat().st_size) or sha256_file(path) != record["sha256"]:
-                raise ArtifactMismatchError(f"{path} does not match its manifest checksum (corrupted, truncated or "
-                                            f"replaced). {hint}")
 
 
 def check_manifest(manifest: Manifest, config: GenMaskConfig | None = None, checkpoint_sha256: str | None = None,

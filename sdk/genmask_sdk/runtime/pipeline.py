@@ -91,6 +91,22 @@ class RunnerPipeline:
                     "passed between stages float32 (keep_io_types). Rebuild the engines with 'genmask build'."
                 )
 
+    def check_records(self, records: Mapping[str, Mapping[str, Any]]) -> None:
+        """Raise ArtifactMismatchError unless each loaded graph's inputs and outputs (names, dtypes,
+        shapes; None = dynamic) are the ones its manifest record lists."""
+        for stage, runner in self.runners.items():
+            record = records.get(stage) or {}
+            for kind, loaded in (("inputs", runner.input_specs), ("outputs", runner.output_specs)):
+                if kind not in record:
+                    continue
+                listed = sorted((s["name"], s["dtype"], tuple(s["shape"])) for s in record[kind])
+                actual = sorted((s.name, s.dtype, tuple(s.shape)) for s in loaded)
+                if listed != actual:
+                    raise ArtifactMismatchError(
+                        f"the {stage} graph {record.get('file')!r} has {kind} {actual}, but the manifest records "
+                        f"{listed}. The file and the manifest come from different builds; rebuild the engines."
+                    )
+
     def encode(self, pixels: Any) -> Any:
         return self._run("vae_encoder", {"pixels": pixels})
 
