@@ -43,7 +43,7 @@ def test_logits_back_to_the_original_size_match_torch_bilinear(size):
 
 def test_load_image_kinds_agree():
     rng = np.random.default_rng(2)
-    array = rng.integers(0, 256, (6, 4, 3), dtype=np.uint8)
+    array = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)  # CHW (3, 6, 5) is unambiguous
     expected = array.astype(np.float32) / 255
     np.testing.assert_array_equal(imaging.load_image(array), expected)
     np.testing.assert_array_equal(imaging.load_image(torch.from_numpy(array).permute(2, 0, 1)), expected)

@@ -402,7 +402,11 @@ def test_mismatched_engines_are_refused(tiny_engines, tmp_path):
     manifest = json.loads((engines / "manifest.json").read_text())
     manifest["config"]["resolution"] = 64  # graphs were exported at 32
     (engines / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactMismatchError, match="different models"):
+    with pytest.raises(ArtifactMismatchError, match=r"config differs .*\['resolution'\]"):
+        Segmenter.from_engines(engines, backend="onnxruntime", device="cpu")
+    manifest["build_inputs"]["config"]["resolution"] = manifest["resolution"] = 64  # consistently edited
+    (engines / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactMismatchError, match="different models"):  # the graphs themselves disagree
         Segmenter.from_engines(engines, backend="onnxruntime", device="cpu")
 
 

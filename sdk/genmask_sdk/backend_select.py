@@ -181,9 +181,13 @@ def _open_torch(manifest, config, precision: str, device: Device, verify: bool) 
         )
     record = manifest.data.get("checkpoint") or {}
     path, source = record.get("path"), record.get("source")
-    location = path if path and Path(path).is_dir() else source
-    if not location:
-        raise BackendUnavailableError("the manifest records no checkpoint, so backend='torch' cannot load one.")
+    location = path if path and Path(path).is_dir() else (source if source == "demo" else None)
+    if not location:  # local files only: a manifest never makes the SDK download a checkpoint
+        raise BackendUnavailableError(
+            f"backend='torch' needs the checkpoint the engines were built from, which is not on this machine "
+            f"(recorded path {path!r}, source {source!r}); from_engines loads local files only. Put the checkpoint "
+            "at that path, or load it yourself with Segmenter.from_pretrained(...)."
+        )
     try:
         model = GenMaskModel.from_pretrained(location, device=str(device))
     except FileNotFoundError as exc:

