@@ -96,7 +96,7 @@ def test_usage_errors_exit_2(capsys):
 def test_build_delegates_every_argument(monkeypatch):
     seen = []
     fake = types.ModuleType("genmask_sdk.export.cli")
-    fake.main = lambda argv: seen.append(argv) or 0
+    fake.main = lambda argv, prog: seen.append(argv) or 0
     monkeypatch.setitem(sys.modules, "genmask_sdk.export.cli", fake)
     assert main(["build", "--checkpoint", "demo", "--out", "engines/demo", "--help"]) == 0
     assert seen == [["--checkpoint", "demo", "--out", "engines/demo", "--help"]]
@@ -105,7 +105,38 @@ def test_build_delegates_every_argument(monkeypatch):
 def test_build_reaches_the_exporter_parser(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["build", "--help"])
-    assert stop.value.code == 0 and "--precisions" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and "--precisions" in out and out.startswith("usage: genmask build")
+
+
+@pytest.mark.parametrize(("out", "match"), [
+    ("DIR", "is a directory; pass a file name"),
+    ("DIR/missing/o.png", "does not exist; create it first"),
+    ("DIR/o.xyz", "names no image format"),
+    ("DIR/o", "names no image format"),
+])  # fmt: skip
+def test_bad_out_paths_fail_before_any_work(tiny_engines, tmp_path, capsys, out, match):
+    out = out.replace("DIR", str(tmp_path))
+    code = main(["segment", str(example_image_path()), EXAMPLE_PROMPT, "--engines", str(tiny_engines[0]),
+                 "--device", "cpu", "--out", out])
+    err = capsys.readouterr().err
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+
+
+def test_out_format_follows_the_extension(tiny_engines, tmp_path):
+    for name, magic in (("o.jpg", b"\xff\xd8"), ("o.png", b"\x89PNG")):
+        assert main(["segment", str(example_image_path()), EXAMPLE_PROMPT, "--engines", str(tiny_engines[0]),
+                     "--device", "cpu", "--out", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).read_bytes()[:2] == magic[:2]
+
+
+def test_info_into_a_closed_pipe_is_quiet(tiny_engines):
+    """`genmask info ... --json | head`: the reader is gone before we write (stdout's pipe closed)."""
+    child = subprocess.Popen([sys.executable, "-m", "genmask_sdk.cli", "info", str(tiny_engines[0]), "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 0 and b"BrokenPipe" not in err and b"Traceback" not in err, err.decode()
 
 
 def test_build_without_the_exporter_says_so(monkeypatch, capsys):

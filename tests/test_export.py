@@ -344,5 +344,5 @@ def test_cli_tensorrt_on_without_tensorrt_is_an_error(tiny, tmp_path, capsys, mo
     monkeypatch.setattr("genmask_sdk.export.tensorrt_steps.tensorrt_available", lambda: (False, "no GPU here"))
     code = cli.main(["--checkpoint", str(tiny[1]), "--out", str(tmp_path / "e"), "--tensorrt", "on"])
     err = capsys.readouterr().err
-    assert code == 1 and "--tensorrt on" in err and "no GPU here" in err
+    assert code == 2 and "--tensorrt on" in err and "no GPU here" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "e").exists()

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
@@ -84,11 +85,35 @@ def _build(argv: list[str]) -> int:
         print("genmask build: error: this installation has no engine builder (genmask_sdk.export.cli).",
               file=sys.stderr)
         return 2
-    return int(export_main(argv) or 0)
+    return int(export_main(argv, prog="genmask build") or 0)
+
+
+def overlay_target(out: str) -> tuple[Path, str]:
+    """(path, PIL format) for ``--out``, checked before any work: a writable file whose extension names
+    an image format (``.png``, ``.jpg``, ...). Raises InvalidInputError otherwise."""
+    from PIL import Image
+
+    from .errors import InvalidInputError
+
+    path = Path(out)
+    if path.is_dir():
+        raise InvalidInputError(f"--out {out} is a directory; pass a file name such as {path / 'overlay.png'}.")
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None or image_format not in Image.SAVE:
+        raise InvalidInputError(f"--out {out}: the extension {path.suffix or '(none)'!r} names no image format "
+                                "Pillow can write; use .png or .jpg.")
+    folder = path.parent
+    if not folder.is_dir():
+        raise InvalidInputError(f"--out {out}: the folder {folder} does not exist; create it first.")
+    if not os.access(folder, os.W_OK):
+        raise InvalidInputError(f"--out {out}: the folder {folder} is not writable; choose another place.")
+    return path, image_format
 
 
 def _segment(args: argparse.Namespace) -> int:
     from .segmenter import Segmenter
+
+    target = overlay_target(args.out) if args.out else None
 
     if not args.verbose and "transformers" in sys.modules:  # a PyTorch embedder was loaded: no bars
         from transformers.utils import logging as hf_logging
@@ -107,13 +132,14 @@ def _segment(args: argparse.Namespace) -> int:
         results = segmenter.predict(args.image, list(args.prompts), reason=args.reason)
         described = segmenter.describe()
     overlay = None
-    if args.out:
+    if target is not None:
         from .io import atomic_path
 
         for i, result in enumerate(results):
             overlay = result.overlay(overlay, color=OVERLAY_COLORS[i % len(OVERLAY_COLORS)])
-        with atomic_path(args.out) as tmp:
-            overlay.save(tmp, format="PNG")
+        path, image_format = target
+        with atomic_path(path) as tmp:
+            overlay.convert("RGB").save(tmp, format=image_format)
     if args.json:
         payload = {"image": args.image, "size": list(results[0].size),
                    "backend": {k: described[k] for k in ("backend", "precision", "provider", "device", "source")},

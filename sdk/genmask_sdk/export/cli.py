@@ -1,7 +1,7 @@
 """Command line of the engine builder: ``python export/build_engines.py`` and ``genmask build``.
 
 Only parses arguments and calls ``genmask_sdk.export.pipeline.build_engines``. Exit codes: 0 built
-(or reused), 1 a GenMask error (message on stderr), 2 bad usage (argparse).
+(or reused), 2 a user error: bad usage (argparse) or a GenMask error (one line on stderr).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ residuals fp32) + fp32 mask head; int8 = fp32 VAE encoder + Q/DQ int8 DiT + fp32
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="build_engines", description=DESCRIPTION, epilog=EPILOG,
+def build_parser(prog: str = "build_engines.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="demo", metavar="NAME",
                         help="'demo' (shipped checkpoint, default), a checkpoint directory written by "
@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+def main(argv: Sequence[str] | None = None, prog: str = "build_engines.py") -> int:
+    """``prog``: the command name in usage and error lines (``genmask build`` when called from there)."""
+    args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
     precisions = [p.strip() for p in args.precisions.replace(" ", ",").split(",") if p.strip()]
     from .pipeline import build_engines
 
@@ -82,8 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     except GenMaskError as exc:
-        print(f"build_engines: error: {exc}", file=sys.stderr)
-        return 1
+        message = "; ".join(line.strip(" -") for line in str(exc).splitlines() if line.strip())
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
     for precision, entry in result.manifest.data["sets"].items():
         files = ", ".join(entry["onnx"].values())
         plans = ", ".join(entry["tensorrt"].values()) if entry.get("tensorrt") else "no TensorRT plans"
