@@ -140,3 +140,22 @@ def test_mask_iou_helper():
     b = a.copy()
     a[:2], b[1:3] = True, True
     assert mask_iou(a, b) == pytest.approx(1 / 3) and mask_iou(a & False, b & False) == 1.0
+
+
+def test_exports_print_no_known_harmless_chatter(tiny_model, tmp_path, caplog):
+    """The dynamo exporter's 'torchvision is not installed. Skipping torchvision::nms' (x4) and the
+    optimizer's 'Skipping constant folding for op Split' are hidden during our exports; the loggers'
+    levels come back afterwards."""
+    import logging
+
+    from genmask_sdk.export.graphs import export_graph
+    from genmask_sdk.export.pipeline import DitGraph
+    from genmask_sdk.export.quiet import CHATTY_LOGGERS
+
+    before = [logging.getLogger(name).level for name in CHATTY_LOGGERS]
+    with caplog.at_level(logging.WARNING):
+        export_graph(tiny_model.mask_decoder(), "mask_head", tiny_model.config, tmp_path / "head.onnx")
+        export_graph(DitGraph(tiny_model.one_step_dit()), "dit", tiny_model.config, tmp_path / "dit.onnx")
+    chatter = [r.getMessage() for r in caplog.records if "torchvision" in r.getMessage() or "constant folding" in r.getMessage()]
+    assert not chatter
+    assert [logging.getLogger(name).level for name in CHATTY_LOGGERS] == before

@@ -23,6 +23,7 @@ from torch import nn
 
 from .graphs import ExportError
 from .onnx_io import save_onnx
+from .quiet import quiet_exporter_logs
 
 #: precision -> (atol, rtol) of the states check.
 EMBEDDER_TOLERANCES = {"fp32": (1e-4, 1e-4), "fp16": (2e-2, 2e-2)}
@@ -73,7 +74,7 @@ def export_embedder_fp32(embedder, path: Path, opset: int) -> dict:
     dims = {"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length},
             "token_type_ids": {0: batch, 1: length}}
     start = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_exporter_logs():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (ids, mask, torch.zeros_like(ids)), dynamo=True, opset_version=opset,
                                     input_names=["input_ids", "attention_mask", "token_type_ids"],

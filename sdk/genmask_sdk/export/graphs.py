@@ -34,6 +34,7 @@ from ..config import GenMaskConfig
 from ..errors import GenMaskError
 from ..runtime.base import TensorSpec
 from .onnx_io import check_onnx, io_specs
+from .quiet import quiet_exporter_logs
 
 STAGES = ("vae_encoder", "dit", "mask_head")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -145,7 +146,7 @@ def export_graph(module: nn.Module, stage: str, config: GenMaskConfig, path: str
     sig = signature(stage, config)
     start = time.perf_counter()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), quiet_exporter_logs():
             # Known-harmless exporter chatter: Dim names merged across inputs; torch-internal pytree deprecation.
             warnings.filterwarnings("ignore", message=r".*axis name: .* will not be used")
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
