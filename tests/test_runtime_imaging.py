@@ -61,3 +61,22 @@ def test_devices_parse_and_refuse():
         assert device == Device("cpu") and "no CUDA GPU is visible" in note
         with pytest.raises(BackendUnavailableError, match="no CUDA GPU is visible"):
             resolve_device("cuda")
+
+
+def test_prompt_cache_is_bounded_by_bytes():
+    from genmask_sdk.runtime.prompt_cache import PromptCache
+
+    cache = PromptCache(max_bytes=10_000)
+    for i in range(100):
+        cache.put(f"prompt {i}", np.zeros((4, 384), np.float32))  # 6144 bytes each
+        assert cache.nbytes <= 10_000
+    assert len(cache) == 1 and "prompt 99" in cache and cache.get("prompt 0") is None
+    small = PromptCache(max_bytes=4000)
+    small.put("a", np.zeros(500, np.float32))
+    small.put("b", np.zeros(400, np.float32))
+    small.get("a")  # a is now the most recent: b goes first
+    small.put("c", np.zeros(300, np.float32))
+    assert "a" in small and "c" in small and "b" not in small and small.nbytes == 3200
+    small.put("huge", np.zeros(2000, np.float32))  # larger than the bound: not cached, nothing evicted
+    assert "huge" not in small and len(small) == 2
+    assert len(PromptCache(max_bytes=0)) == 0

@@ -7,13 +7,13 @@ shipped inside the wheel), so the demo works offline. Any BERT-style directory o
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from ..errors import ArtifactNotFoundError, InvalidInputError, InvalidStateError
+from ..runtime.prompt_cache import DEFAULT_CACHE_BYTES, PromptCache
 from .base import Embedding
 from .loading import quiet_transformers_progress
 from .validation import check_targets
@@ -41,7 +41,7 @@ class MiniLMEmbedder:
     ``__call__(images, targets)`` ignores ``images`` (``uses_image`` is False) and returns
     ``Embedding(states (B, L, 384) float32, mask (B, L) bool)`` with L the longest tokenised prompt
     in the batch ([CLS] and [SEP] included) and padding rows zeroed. Results are cached per prompt
-    (``cache_size`` most recent), which makes repeated prompts free.
+    (least recently used first out, ``cache_bytes`` in all: 64 MiB), which makes repeated prompts free.
     """
 
     hidden_size = 384
@@ -49,14 +49,13 @@ class MiniLMEmbedder:
     can_generate = False
 
     def __init__(self, model, tokenizer, prompt_template: str = "{target}", max_prompt_tokens: int = 64,
-                 cache_size: int = 4096) -> None:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.prompt_template = prompt_template
         self.max_prompt_tokens = max_prompt_tokens
         self.hidden_size = int(model.config.hidden_size)
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = PromptCache(cache_bytes)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = PACKAGE_NAME, device: str | torch.device = "cpu",
@@ -122,7 +121,6 @@ class MiniLMEmbedder:
     def _embed_one(self, prompt: str) -> torch.Tensor:
         cached = self._cache.get(prompt)
         if cached is not None:
-            self._cache.move_to_end(prompt)
             return cached
         tokens = self.tokenizer(prompt, return_tensors="pt")
         n = tokens["input_ids"].shape[1]
@@ -133,7 +131,5 @@ class MiniLMEmbedder:
             )
         with torch.no_grad():
             states = self.model(**tokens.to(self.device)).last_hidden_state[0].float()
-        self._cache[prompt] = states
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(prompt, states)
         return states

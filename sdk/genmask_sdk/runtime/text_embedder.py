@@ -13,7 +13,6 @@ sequence, as the tokenizer's post-processor adds them.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +21,7 @@ import numpy as np
 
 from ..errors import ArtifactMismatchError, InvalidInputError, InvalidStateError
 from .base import Runner
+from .prompt_cache import DEFAULT_CACHE_BYTES, PromptCache
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT = "states"
@@ -45,14 +45,14 @@ class OnnxTextEmbedder:
         hidden_size: D (384 for MiniLM-L6).
         prompt_template: how a target becomes the text (``"{target}"`` for the demo).
         max_prompt_tokens: longest tokenised prompt accepted ([CLS] and [SEP] included).
-        cache_size: how many prompts' states are kept (least recently used first out).
+        cache_bytes: bound of the per-prompt states cache (least recently used first out; 64 MiB).
     """
 
     uses_image = False
     can_generate = False
 
     def __init__(self, runner: Runner, tokenizer_file: str | Path, hidden_size: int, prompt_template: str = "{target}",
-                 max_prompt_tokens: int = 64, cache_size: int = 4096) -> None:
+                 max_prompt_tokens: int = 64, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         from tokenizers import Tokenizer
 
         self.runner = runner
@@ -66,8 +66,7 @@ class OnnxTextEmbedder:
         self.hidden_size = hidden_size
         self.prompt_template = prompt_template
         self.max_prompt_tokens = max_prompt_tokens
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = PromptCache(cache_bytes)
 
     @property
     def runs_on(self) -> str:
@@ -106,7 +105,6 @@ class OnnxTextEmbedder:
     def _embed_one(self, prompt: str) -> np.ndarray:
         cached = self._cache.get(prompt)
         if cached is not None:
-            self._cache.move_to_end(prompt)
             return cached
         encoding = self.tokenizer.encode(prompt)
         n = len(encoding.ids)
@@ -119,7 +117,5 @@ class OnnxTextEmbedder:
                  "attention_mask": np.asarray([encoding.attention_mask], dtype=np.int64),
                  "token_type_ids": np.asarray([encoding.type_ids], dtype=np.int64)}
         states = np.asarray(self.runner.infer(feeds)[OUTPUT], dtype=np.float32)[0]
-        self._cache[prompt] = states
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(prompt, states)
         return states
