@@ -210,7 +210,7 @@ def test_vae_flops_match_the_flop_counter(tiny_model):
             if executed:
                 tiny_model.encode_image(pixels)
             else:
-                with single_frame_convolutions():
+                with single_frame_convolutions(tiny_model.vae):
                     tiny_model.encode_image(pixels)
         counts[executed] = counter.get_flop_counts()["Global"]
     for executed, counted in counts.items():

@@ -90,9 +90,33 @@ def test_single_frame_convolutions_are_exact(tiny_model):
     pixels = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         reference = encode_mean(tiny_model.vae, pixels)
-        with single_frame_convolutions():
+        with single_frame_convolutions(tiny_model.vae):
             fast = encode_mean(tiny_model.vae, pixels)
     assert torch.allclose(reference, fast, atol=1e-5)
+
+
+def test_single_frame_convolutions_touch_only_the_given_model(tiny_model):
+    """No global patch: diffusers' class and every other VAE keep their 3-D convolutions."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+    from torch.utils.flop_counter import FlopCounterMode
+
+    original = WanCausalConv3d.forward
+    other = AutoencoderKLWan.from_config(tiny_model.vae.config).eval()
+    pixels = torch.rand(1, 3, 32, 32) * 2 - 1
+
+    def conv_flops(vae):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            encode_mean(vae, pixels)
+        return sum(v for k, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(k))
+
+    full = conv_flops(other)
+    with single_frame_convolutions(tiny_model.vae) as swap:
+        assert WanCausalConv3d.forward is original and swap.layers
+        assert conv_flops(other) == full  # the other VAE still runs its 3-D convolutions
+        assert conv_flops(tiny_model.vae) < full  # this one runs 2-D ones
+    assert all("forward" not in vars(layer) for layer in swap.layers)
+    assert conv_flops(tiny_model.vae) == full
 
 
 def test_vae_encoder_normalises_with_config_stats(tiny_model):

@@ -325,7 +325,7 @@ class _Build:
             tracing = contextlib.nullcontext()
             if stage == "vae_encoder":  # one frame: each causal 3-D conv is exactly a 2-D conv (3x less work)
                 method += "; causal 3-D convolutions of the single frame exported as 2-D (kernel's last temporal slice)"
-                tracing = single_frame_convolutions()
+                tracing = single_frame_convolutions(module)
             with tracing:
                 seconds = export_graph(module, stage, self.config, path, opset=opts.opset, external_data=big)
             return {"method": method, "trace_seconds": round(seconds, 2)}

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import types
+
 import torch
 from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 from torch import nn
+
+_ORIGINAL_CAUSAL_FORWARD = WanCausalConv3d.forward
 
 
 def latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,21 +76,24 @@ def _single_frame_conv(conv, x: torch.Tensor, cache_x: torch.Tensor | None = Non
     return out[:, :, None]
 
 
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d  # noqa: E402
-
-_ORIGINAL_CAUSAL_FORWARD = WanCausalConv3d.forward
-
-
 class single_frame_convolutions:
-    """Context manager: run every ``WanCausalConv3d`` of single-frame inputs as a 2-D conv.
+    """Context manager: run the ``WanCausalConv3d`` layers of ``module`` on single-frame inputs as 2-D convs.
 
     Exactly equivalent for T = 1 (tested), about 3x less work; used to train and encode the demo
-    VAE on CPU and for the exported VAE graph (no 3-D convolutions for runtimes to handle).
+    VAE on CPU and for the exported VAE graph (no 3-D convolutions for runtimes to handle). Only
+    the layers inside ``module`` change, through an instance attribute that is removed on exit:
+    diffusers' class, other models and other threads' models are untouched. Not re-entrant for the
+    same module from two threads at once.
     """
 
+    def __init__(self, module: nn.Module) -> None:
+        self.layers = [m for m in module.modules() if isinstance(m, WanCausalConv3d)]
+
     def __enter__(self):
-        WanCausalConv3d.forward = _single_frame_conv
+        for layer in self.layers:
+            layer.forward = types.MethodType(_single_frame_conv, layer)
         return self
 
     def __exit__(self, *exc):
-        WanCausalConv3d.forward = _ORIGINAL_CAUSAL_FORWARD
+        for layer in self.layers:
+            layer.__dict__.pop("forward", None)

@@ -44,7 +44,7 @@ def train_vae(vae: AutoencoderKLWan, pixels: torch.Tensor, steps: int, batch: in
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.05)
     vae.train()
     losses = []
-    with single_frame_convolutions():
+    with single_frame_convolutions(vae):
         for _ in tqdm(range(steps), desc="vae", disable=not progress):
             chunk = pixels[torch.randint(0, pixels.shape[0], (batch,), generator=generator)]
             chunk = random_crops(chunk, crop, generator)
@@ -64,7 +64,7 @@ def train_vae(vae: AutoencoderKLWan, pixels: torch.Tensor, steps: int, batch: in
 @torch.no_grad()
 def reconstruction_error(vae: AutoencoderKLWan, pixels: torch.Tensor) -> float:
     """Mean squared error of full-image reconstructions, pixels in [-1, 1]."""
-    with single_frame_convolutions():
+    with single_frame_convolutions(vae):
         return float((reconstruct(vae, pixels) - pixels).pow(2).mean())
 
 
@@ -73,7 +73,7 @@ def encode_all(vae: AutoencoderKLWan, pixels: torch.Tensor, batch: int = 64, des
                progress: bool = True) -> torch.Tensor:
     """Posterior means of (N, 3, H, W) pixels in [-1, 1] -> (N, 16, H/8, W/8), un-normalised."""
     out = []
-    with single_frame_convolutions():
+    with single_frame_convolutions(vae):
         for start in tqdm(range(0, pixels.shape[0], batch), desc=desc, disable=not progress):
             out.append(encode_mean(vae, pixels[start: start + batch]))
     return torch.cat(out)
