@@ -408,3 +408,26 @@ def test_scripts_have_help():
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_refs_pickle_loads_plain_data_only(tmp_path):
+    """A pickle that references a callable (how a malicious file runs code) is refused, not executed."""
+    import os
+    import pickle
+
+    from genmask_sdk.errors import InvalidInputError
+    from genmask_sdk.eval.refer import load_refs
+
+    plain = tmp_path / "plain.p"
+    plain.write_bytes(pickle.dumps([{"ref_id": 1, "sentences": [{"sent": "the cup"}]}], protocol=2))
+    assert load_refs(plain)[0]["ref_id"] == 1
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    hostile = tmp_path / "hostile.p"
+    hostile.write_bytes(pickle.dumps([Payload()]))
+    with pytest.raises(InvalidInputError, match="only plain data"):
+        load_refs(hostile)
+    assert not (tmp_path / "pwned").exists()

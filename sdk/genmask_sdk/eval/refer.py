@@ -21,6 +21,7 @@ sentence of a ref is one evaluation sample (as in LAVT / CRIS / GRES evaluations
 from __future__ import annotations
 
 import json
+import io
 import pickle
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -62,14 +63,25 @@ class ReferImage:
     expressions: tuple[ReferExpression, ...]
 
 
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles lists, dicts, strings and numbers only: any class or function reference (what a
+    malicious pickle uses to run code) is refused (the "restricting globals" recipe of the pickle docs)."""
+
+    def find_class(self, module: str, name: str):
+        raise InvalidInputError(f"the refs pickle references {module}.{name}; only plain data (lists, dicts, strings, "
+                                "numbers) is loaded from it. Use the original refs(unc).p of the REFER release.")
+
+
 def load_refs(path: Path) -> list[dict[str, Any]]:
-    """The refs pickle (written by Python 2 for the original files: fall back to latin-1)."""
+    """The refs pickle, plain data only (written by Python 2 for the original files: fall back to latin-1)."""
     with open(path, "rb") as handle:
         data = handle.read()
     try:
-        refs = pickle.loads(data)
+        refs = _PlainDataUnpickler(io.BytesIO(data)).load()
     except UnicodeDecodeError:
-        refs = pickle.loads(data, encoding="latin1")
+        refs = _PlainDataUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise InvalidInputError(f"{path} is not a readable refs pickle ({exc}).") from None
     if not isinstance(refs, list):
         raise InvalidInputError(f"{path} should hold a list of refs, got {type(refs).__name__}")
     return refs

@@ -193,7 +193,7 @@ def train_dit(model: GenMaskModel, cache: dict, cfg: DemoTrainingConfig, work: P
     log, start = [], 0
     state_file = work / "dit_state.pt"
     if state_file.exists():
-        state = torch.load(state_file, weights_only=False)
+        state = torch.load(state_file, weights_only=True)  # tensors and plain data only
         transformer.load_state_dict(state["transformer"])
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
@@ -213,9 +213,9 @@ def train_dit(model: GenMaskModel, cache: dict, cfg: DemoTrainingConfig, work: P
         bar.set_postfix(seg=f"{_recent(log, 'seg'):.4f}", gen=f"{_recent(log, 'gen'):.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.dit_steps:
             with atomic_path(state_file) as tmp:
-                torch.save({"transformer": transformer.state_dict(), "optimiser": optimiser.state_dict(),
-                            "schedule": schedule.state_dict(), "generator": generator.get_state(),
-                            "log": log, "step": step + 1}, tmp)
+                torch.save(plain({"transformer": transformer.state_dict(), "optimiser": optimiser.state_dict(),
+                                  "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                                  "log": log, "step": step + 1}), tmp)
     transformer.eval()
     model.invalidate()
     return log
@@ -300,11 +300,25 @@ def _stage(path: Path, compute):
     """Load a finished stage's result from ``path`` or compute and save it atomically."""
     if path.exists():
         print(f"reusing {path.name}")
-        return torch.load(path, weights_only=False)
-    result = compute()
+        return torch.load(path, weights_only=True)  # tensors and plain data only
+    result = plain(compute())
     with atomic_path(path) as tmp:
         torch.save(result, tmp)
     return result
+
+
+def plain(value):
+    """``value`` with numpy scalars and arrays turned into Python numbers and tensors, so that
+    ``torch.load(..., weights_only=True)`` reads it back (no pickled classes in our files)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    return value
 
 
 def _check_same_run(cfg: DemoTrainingConfig, work: Path) -> None:
