@@ -309,7 +309,79 @@ def test_interrupted_build_leaves_nothing_behind(tiny, tmp_path, monkeypatch):
     out = tmp_path / "fresh"
     with pytest.raises(KeyboardInterrupt):
         pipeline.build_engines(tiny[1], out, ["fp32"], log=lambda _: None, **OPTIONS)
-    assert list(out.iterdir()) == []
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".fresh.build")] == []
+
+
+def test_a_kill_at_commit_leaves_the_previous_build_usable(tiny, engines_copy, monkeypatch):
+    """Everything is exported and the new directory complete, then the process dies before the swap."""
+    from genmask_sdk.export import staging
+
+    before = {p.name: sha256_file(p) for p in engines_copy.iterdir()}
+
+    def killed(new, out):
+        raise KeyboardInterrupt("killed at commit")
+
+    monkeypatch.setattr(staging, "_swap", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.build_engines(tiny[1], engines_copy, ["fp32"], log=lambda _: None, **{**OPTIONS, "force": True})
+    assert {p.name: sha256_file(p) for p in engines_copy.iterdir()} == before
+    load_manifest(engines_copy, verify=True)
+
+
+def test_a_kill_between_the_two_renames_is_repaired(tiny, engines_copy, monkeypatch):
+    """Where the atomic exchange is unavailable the swap is two renames; a kill between them leaves
+    only the old directory (renamed aside), which the next build puts back before anything else."""
+    from genmask_sdk.export import staging
+
+    monkeypatch.setattr(staging, "_exchange", lambda a, b: False)
+    real_rename = staging.os.rename
+    calls = []
+
+    def rename(src, dst):
+        calls.append((src, dst))
+        real_rename(src, dst)
+        if len(calls) == 1:
+            raise KeyboardInterrupt("killed between the renames")
+
+    monkeypatch.setattr(staging.os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.build_engines(tiny[1], engines_copy, ["fp32"], log=lambda _: None, **{**OPTIONS, "force": True})
+    assert not engines_copy.exists()
+    monkeypatch.setattr(staging.os, "rename", real_rename)
+    lines: list[str] = []
+    pipeline.build_engines(tiny[1], engines_copy, ["fp32"], log=lines.append, **OPTIONS)
+    assert any(line.startswith("restoring engines from .engines.old-") for line in lines)
+    load_manifest(engines_copy, verify=True)
+    assert [p.name for p in engines_copy.parent.iterdir() if p.name.startswith(".engines.")] == [".engines.lock"]
+
+
+def test_rebuild_swaps_whole_directories_and_keeps_caches(tiny, engines_copy):
+    (engines_copy / "ort_trt_cache").mkdir()
+    (engines_copy / "ort_trt_cache" / "engine.bin").write_bytes(b"cache")
+    result = pipeline.build_engines(tiny[1], engines_copy, ["fp32"], log=lambda _: None, **OPTIONS)
+    assert result.built == [] and (engines_copy / "ort_trt_cache" / "engine.bin").read_bytes() == b"cache"
+    assert not (engines_copy / "dit.int8.onnx").exists()  # dropped from the sets: not carried over
+    load_manifest(engines_copy, verify=True)
+
+
+def test_a_second_build_into_the_same_directory_is_refused(tiny, engines_copy):
+    from genmask_sdk.export.staging import BuildLock, BuildLockedError
+
+    with BuildLock(engines_copy):
+        with pytest.raises(BuildLockedError, match="another build into .*engines is running"):
+            pipeline.build_engines(tiny[1], engines_copy, ["fp32"], log=lambda _: None, **OPTIONS)
+    pipeline.build_engines(tiny[1], engines_copy, ["fp32"], log=lambda _: None, **OPTIONS)  # free again
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "proc"])
+def test_bad_out_directories_are_config_errors(tiny, tmp_path, where):
+    (tmp_path / "afile").write_text("x")
+    out = {"file": tmp_path / "afile", "under_file": tmp_path / "afile" / "engines",
+           "proc": Path("/proc/genmask_engines")}[where]
+    if where == "proc" and not Path("/proc").is_dir():
+        pytest.skip("no /proc on this system")
+    with pytest.raises(ConfigError, match="--out"):
+        pipeline.build_engines(tiny[1], out, ["fp32"], log=lambda _: None, **OPTIONS)
 
 
 def test_interrupted_rebuild_keeps_the_previous_build(tiny, engines_copy, monkeypatch):

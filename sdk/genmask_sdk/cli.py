@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .errors import GenMaskError
+from .errors import GenMaskError, one_line
 
 OVERLAY_COLORS = [(0, 160, 255), (255, 200, 0), (0, 220, 120), (255, 80, 200), (160, 90, 255)]
 
@@ -69,11 +69,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-
-
-def one_line(error: BaseException) -> str:
-    """An error message on one line (the lines of a multi-line message joined with '; ')."""
-    return "; ".join(line.strip(" -") for line in str(error).splitlines() if line.strip())
 
 
 def _build(argv: list[str]) -> int:

@@ -37,3 +37,9 @@ class ConfigError(GenMaskError, ValueError):
 
 class InvalidStateError(GenMaskError, RuntimeError):
     """A call is not allowed in the object's current state (predict before set_image, use after close)."""
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line: its lines joined with '; ' (list bullets "- " dropped)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(line[2:] if line.startswith("- ") else line for line in lines)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Sequence
 
-from ..errors import GenMaskError
+from ..errors import GenMaskError, one_line
 
 DESCRIPTION = """\
 Export a GenMask checkpoint to ONNX graphs (vae_encoder, dit, mask_head) in fp32, fp16 and int8,
@@ -70,6 +71,7 @@ def build_parser(prog: str = "build_engines.py") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, prog: str = "build_engines.py") -> int:
     """``prog``: the command name in usage and error lines (``genmask build`` when called from there)."""
+    started = time.perf_counter()  # before the heavy imports below: the reported time is the real wait
     args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
     precisions = [p.strip() for p in args.precisions.replace(" ", ",").split(",") if p.strip()]
     from .pipeline import build_engines
@@ -80,11 +82,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "build_engines.py") -> i
             calib_size=args.calib_size, max_prompt_tokens=args.max_prompt_tokens, max_batch=args.max_batch,
             tensorrt=args.tensorrt, workspace_gib=args.workspace, force=args.force, opset=args.opset,
             int8_keep_blocks=args.int8_keep_blocks, text_embedder=not args.no_text_embedder,
-            progress=not args.no_progress,
+            progress=not args.no_progress, started=started,
         )
     except GenMaskError as exc:
-        message = "; ".join(line.strip(" -") for line in str(exc).splitlines() if line.strip())
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     for precision, entry in result.manifest.data["sets"].items():
         files = ", ".join(entry["onnx"].values())

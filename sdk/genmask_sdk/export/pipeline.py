@@ -43,7 +43,7 @@ from .int8 import quantize_dit
 from .manifest import (FORMAT_VERSION, Manifest, checkpoint_sha256, file_record, read_manifest, tool_versions,
                        verify_files)
 from .onnx_io import EXTERNAL_DATA_THRESHOLD, check_onnx, external_data_files, io_specs, op_counts
-from .staging import Staging, commit, remove_stale_staging
+from .staging import BuildLock, Staging, check_out, commit, remove_stale_staging
 from .embedder_step import EmbedderStep
 from .tensorrt_steps import TensorRTStep
 
@@ -113,7 +113,7 @@ class BuildResult:
 
 def build_engines(checkpoint: str | Path = "demo", out: str | Path | None = None,
                   precisions: Sequence[str] = PRECISIONS, *, model=None, log: Callable[[str], None] | None = None,
-                  **options: Any) -> BuildResult:
+                  started: float | None = None, **options: Any) -> BuildResult:
     """Export a GenMask checkpoint to ONNX (and TensorRT plans where possible) with a manifest.
 
     Args:
@@ -123,6 +123,8 @@ def build_engines(checkpoint: str | Path = "demo", out: str | Path | None = None
         model: an in-memory ``GenMaskModel`` to export instead of loading ``checkpoint`` (its
             "checkpoint sha256" is then a hash of its config and state dict).
         log: where progress lines go (default: print).
+        started: ``time.perf_counter()`` when the caller began (the CLI: before importing torch), so
+            the reported time is the whole wait; default: when this function is called.
         **options: fields of ``BuildOptions``: ``resolution`` (engine resolution R, default the
             config's), ``max_batch`` (8), ``max_prompt_tokens`` (the embedder's limit),
             ``calib`` ("demo", a folder — format in ``calibration.py`` — or "random"),
@@ -136,7 +138,7 @@ def build_engines(checkpoint: str | Path = "demo", out: str | Path | None = None
     Returns a BuildResult; raises ConfigError, ArtifactNotFoundError, BackendUnavailableError
     (``tensorrt="on"`` without TensorRT), ExportError / FidelityError (a graph failed its check).
     """
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
     opts = BuildOptions(precisions=tuple(dict.fromkeys(precisions)), **options)
     return _Build(checkpoint, out, opts, model, log or _print).run(start)
 
@@ -213,12 +215,17 @@ class _Build:
 
     # ---- run -----------------------------------------------------------------------------------
     def run(self, start: float) -> BuildResult:
+        check_out(self.out)
+        with BuildLock(self.out):  # one build per engines directory at a time
+            return self._run_locked(start)
+
+    def _run_locked(self, start: float) -> BuildResult:
+        remove_stale_staging(self.out, self.log)
         self.trt.decide()
         inputs = self.build_inputs()
         previous = self._previous(inputs)
         self.listed = {(s, p) for q in self.opts.precisions for s, p in SETS[q].items()}
         self.previous = previous
-        remove_stale_staging(self.out, self.log)
         with Staging(self.out) as staging:
             self.staging = staging
             for stage, precision in [key for key in _ORDER if key in self.listed]:
@@ -228,8 +235,7 @@ class _Build:
             self.trt.run(previous)
             data = self._manifest(inputs)
             listed = _listed_files(data)
-            stale = sorted(_listed_files(self.old_data) - listed)
-            commit(staging, [f for f in self.staged if f in listed], data, stale, self.log)
+            commit(staging, [f for f in self.staged if f in listed], data, _listed_files(self.old_data), self.log)
         from .manifest import load_manifest
 
         manifest = load_manifest(self.out, verify=True)

@@ -1,34 +1,110 @@
-"""All-or-nothing builds: files are written to a hidden staging folder inside the engines
-directory and moved into place (``os.replace``, atomic per file, same file system) only when every
-artefact has been exported and checked; the manifest is written last.
+"""All-or-nothing builds, one at a time.
 
-If a build stops early (error, Ctrl-C), the staging folder is deleted and the engines directory
-is left as it was: the previous manifest, if any, still describes the previous files. A build
-killed outright (SIGKILL, power loss) leaves a ``.build-<pid>-*`` folder, which the next build
-removes. The previous manifest is deleted just before the first file is moved, so no manifest
-ever claims a file that is being replaced.
+A build writes into a hidden staging folder beside the engines directory
+(``<parent>/.<name>.build-<pid>-<random>``). When every artefact has been exported and checked, the
+staging folder is completed into the whole new engines directory -- reused files hard-linked in
+(copied where links are not possible), other files of the old directory (caches) carried over, the
+manifest written last -- and then swapped with the old directory in one step (``renameat2``
+``RENAME_EXCHANGE`` on Linux; elsewhere two renames, repaired by the next build if interrupted
+between them). Until that swap the previous build is untouched and usable; after it the new one
+is complete. A build that stops early (error, Ctrl-C) deletes its staging folder; one killed
+outright leaves it, and the next build removes it.
+
+``BuildLock`` makes a second build into the same directory fail at once with a clear message
+instead of racing the first (``fcntl.flock`` on ``<parent>/.<name>.lock``; POSIX only).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..errors import ConfigError, GenMaskError
 from .manifest import MANIFEST_NAME, write_manifest
 
-PREFIX = ".build-"
+
+class BuildLockedError(GenMaskError, RuntimeError):
+    """Another build into the same engines directory is running."""
+
+
+def staging_prefix(out: Path) -> str:
+    return f".{out.name}.build-"
+
+
+def old_prefix(out: Path) -> str:
+    return f".{out.name}.old-"
+
+
+def check_out(out: Path) -> None:
+    """Raise ConfigError unless ``out`` is (or can be made) a writable directory."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a directory for the engines (it is created if missing).")
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--out {out} is under {ancestor}, which is a file; pass a directory path.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder for --out {out}: {exc.strerror or exc}.") from None
+    try:  # a real write: permission bits say little for root, nothing about read-only mounts or /proc
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--out {out} is not writable ({exc.strerror or exc}); choose a folder you can "
+                          "write to.") from None
+
+
+class BuildLock:
+    """Exclusive lock on builds into ``out``; a context manager. Raises BuildLockedError when held."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out.parent / f".{out.name}.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> "BuildLock":
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks here; builds are not serialised
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the build lock {self.path}: {exc.strerror or exc}.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise BuildLockedError(
+                f"another build into {self.path.parent / self.path.name[1:-5]} is running (pid {holder}); wait for it "
+                "to finish, or build into another --out."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock
+            self._fd = None
 
 
 class Staging:
-    """A private folder ``<out>/.build-<pid>-<random>``; use as a context manager (removed on exit)."""
+    """A private folder ``<parent>/.<out name>.build-<pid>-<random>``; a context manager (removed on exit
+    unless it has become the engines directory)."""
 
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.root = self.out / f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.root = self.out.parent / f"{staging_prefix(self.out)}{os.getpid()}-{secrets.token_hex(4)}"
         self.root.mkdir()
 
     def path(self, name: str) -> Path:
@@ -42,11 +118,19 @@ class Staging:
 
 
 def remove_stale_staging(out: Path, log: Callable[[str], None]) -> None:
-    """Delete staging folders of builds whose process no longer runs."""
-    if not Path(out).is_dir():
+    """Repair what an interrupted build left: put back an engines directory caught between the two
+    renames of a non-atomic swap, and delete staging / old folders of builds that no longer run."""
+    out = Path(out)
+    parent = out.parent
+    if not parent.is_dir():
         return
-    for folder in Path(out).glob(f"{PREFIX}*"):
-        pid = folder.name[len(PREFIX):].split("-")[0]
+    olds = sorted(parent.glob(f"{old_prefix(out)}*"))
+    if not out.exists() and olds:
+        log(f"restoring {out.name} from {olds[-1].name}: a build was interrupted while swapping directories")
+        os.rename(olds[-1], out)
+        olds = olds[:-1]
+    for folder in [*parent.glob(f"{staging_prefix(out)}*"), *olds, *out.glob(".build-*")]:
+        pid = folder.name.rsplit("-", 2)[-2] if folder.name.count("-") >= 2 else ""
         if folder.is_dir() and not (pid.isdigit() and _alive(int(pid))):
             log(f"removing {folder.name}: left by an interrupted build")
             shutil.rmtree(folder, ignore_errors=True)
@@ -64,23 +148,86 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def commit(staging: Staging, files: Iterable[str], manifest: dict, stale: Iterable[str],
+def commit(staging: Staging, files: Iterable[str], manifest: dict, old_files: Iterable[str],
            log: Callable[[str], None]) -> Path:
-    """Move staged ``files`` into the engines directory, delete ``stale`` ones (files of the previous
-    manifest that this build no longer lists), then write the manifest. Returns its path."""
-    out = staging.out
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    """Complete the staging folder into the new engines directory and swap it in; returns the manifest path.
+
+    ``files``: what this build wrote into staging; every other file the new manifest lists is reused
+    from the old directory. ``old_files``: what the previous manifest listed (those the new one drops
+    are not carried over). Anything else in the old directory (runtime caches) is carried over.
+    """
+    out, new = staging.out, staging.root
     mode = 0o666 & ~_umask()
-    for name in files:
-        os.chmod(staging.path(name), mode)  # temp files are created 0600
-        os.replace(staging.path(name), out / name)
-    for name in stale:
-        if (out / name).is_file():
-            log(f"removing {name}: listed by the previous manifest, not part of this build")
-            (out / name).unlink()
-    path = write_manifest(out, manifest)
+    staged = set(files)
+    for name in staged:
+        os.chmod(new / name, mode)  # temp files are created 0600
+    listed = _listed(manifest)
+    old_listed = set(old_files)
+    for name in sorted(old_listed - listed):
+        log(f"removing {name}: listed by the previous manifest, not part of this build")
+    if out.is_dir():
+        for entry in sorted(out.iterdir()):
+            name = entry.name
+            if name in staged or name == MANIFEST_NAME or name.startswith(".build-"):
+                continue
+            if name in listed or name not in old_listed:  # reused artefact, or a cache / user file
+                _link_or_copy(entry, new / name)
+    missing = sorted(n for n in listed if not (new / n).exists())
+    if missing:
+        raise ConfigError(f"the new manifest lists {missing}, which neither this build nor the previous one has.")
+    path = write_manifest(new, manifest)
     os.chmod(path, mode)
-    return path
+    os.chmod(new, 0o777 & ~_umask())
+    old = _swap(new, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out / MANIFEST_NAME
+
+
+def _listed(manifest: dict) -> set[str]:
+    files = set()
+    for record in manifest.get("artifacts", []):
+        files.add(record["file"])
+        files.update(e["file"] for e in record.get("external_data", []))
+    return files
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, copy_function=_link_file, symlinks=True)
+    else:
+        _link_file(source, target)
+
+
+def _link_file(source, target) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _swap(new: Path, out: Path) -> Path | None:
+    """Put ``new`` at ``out``; return where the old directory went (to delete), or None if there was none."""
+    if not out.exists():
+        os.rename(new, out)
+        return None
+    if _exchange(new, out):
+        return new  # now holds the old directory
+    old = out.parent / f"{old_prefix(out)}{os.getpid()}-{secrets.token_hex(4)}"
+    os.rename(out, old)
+    os.rename(new, out)
+    return old
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _umask() -> int:
