@@ -195,11 +195,11 @@ def test_cli_reason_prints_the_phrase(engines, model, tmp_path, capsys):
 def test_cli_reason_with_minilm_engines_is_a_clear_error(tiny_engines, capsys):
     from genmask_sdk.cli import main
 
-    assert main(["segment", str(tiny_engines[1].parent / "nothing.png"), "x", "--engines", str(tiny_engines[0])]) == 1
+    assert main(["segment", str(tiny_engines[1].parent / "nothing.png"), "x", "--engines", str(tiny_engines[0])]) == 2
     capsys.readouterr()
     image = tiny_engines[1].parent / "frame.png"
     Image.fromarray(_image(40, 60)).save(image)
     assert main(["segment", str(image), "what is round?", "--engines", str(tiny_engines[0]), "--backend",
-                 "onnxruntime", "--reason"]) == 1
+                 "onnxruntime", "--reason"]) == 2
     err = capsys.readouterr().err
     assert "reason=True" in err and "MiniLM" in err and "Traceback" not in err

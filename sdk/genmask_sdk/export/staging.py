@@ -159,6 +159,9 @@ def commit(staging: Staging, files: Iterable[str], manifest: dict, old_files: It
     out, new = staging.out, staging.root
     mode = 0o666 & ~_umask()
     staged = set(files)
+    for entry in list(new.iterdir()):  # intermediates of this build (e.g. an int8 source graph) are not kept
+        if entry.name not in staged:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     for name in staged:
         os.chmod(new / name, mode)  # temp files are created 0600
     listed = _listed(manifest)
