@@ -27,11 +27,11 @@ from genmask_sdk.errors import (
     InvalidInputError,
 )
 from genmask_sdk.runtime import cuda as cuda_module
-from genmask_sdk.runtime.base import TensorSpec
+from genmask_sdk.runtime.base import TensorSpec, host_array
 from genmask_sdk.runtime.cuda import CudaDevice, CudaError, DeviceArray, Stream
 from genmask_sdk.runtime.pipeline import RunnerPipeline
 from genmask_sdk.runtime.tensorrt_runner import EngineTensor, TensorRTRunner, check_feed
-from trt_double import make_fake_tensorrt
+from trt_double import NUMPY, make_fake_tensorrt
 
 PROFILE_X = ((1, 3), (2, 3), (4, 3))
 AFFINE = np.arange(12, dtype=np.float32).reshape(3, 4) / 10.0
@@ -350,7 +350,7 @@ def test_pipeline_keeps_values_on_the_device_and_matches_numpy(tmp_path, rt):
     z_img = pipeline.encode(pixels)
     copies_before = rt.record.copies()
     x0 = pipeline.denoise(z_img, context, mask)  # z_img repeated 3x on the device
-    logits = pipeline.to_host(pipeline.decode(x0))
+    logits = host_array(pipeline.decode(x0))
     new_copies = rt.record.copies()[len(copies_before):]
     assert new_copies.count("HostToDevice") == 2  # context and mask only: z_img and x0 never left the device
     assert new_copies.count("DeviceToHost") == 1  # the logits
@@ -470,7 +470,7 @@ def onnx_backed_tensorrt(rt):
         def get_tensor_shape(self, name):
             if name in self.shapes:
                 return self.shapes[name]
-            feeds = {n: np.zeros(s, trt_double_numpy(self.engine._tensors[n][1])) for n, s in self.shapes.items()}
+            feeds = {n: np.zeros(s, NUMPY[self.engine._tensors[n][1]]) for n, s in self.shapes.items()}
             index = self.engine._order.index(name) - len(self.shapes)
             return self.engine.session.run(None, feeds)[index].shape  # output shape for these input shapes
 
@@ -485,7 +485,7 @@ def onnx_backed_tensorrt(rt):
             out_shapes = {n: self.get_tensor_shape(n) for n in outputs}
 
             def run():
-                feeds = {n: rt.read(self.addresses[n], self.shapes[n], trt_double_numpy(tensors[n][1])) for n in inputs}
+                feeds = {n: rt.read(self.addresses[n], self.shapes[n], NUMPY[tensors[n][1]]) for n in inputs}
                 for name, value in zip(outputs, self.engine.session.run(outputs, feeds)):
                     assert value.shape == out_shapes[name]
                     rt.write(self.addresses[name], value)
@@ -502,12 +502,6 @@ def onnx_backed_tensorrt(rt):
 
     trt.Runtime = Runtime
     return trt
-
-
-def trt_double_numpy(name):
-    from trt_double import NUMPY
-
-    return NUMPY[name]
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ from .int8 import quantize_dit
 from .manifest import (FORMAT_VERSION, Manifest, checkpoint_sha256, file_record, read_manifest, tool_versions,
                        verify_files)
 from .onnx_io import EXTERNAL_DATA_THRESHOLD, check_onnx, external_data_files, io_specs, op_counts
-from .staging import BuildLock, Staging, check_out, commit, remove_stale_staging
+from .staging import BuildLock, Staging, check_out, commit, listed_files, remove_stale_staging
 from .embedder_step import EmbedderStep
 from .tensorrt_steps import TensorRTStep
 
@@ -234,8 +234,8 @@ class _Build:
             self.embedder.run(previous)
             self.trt.run(previous)
             data = self._manifest(inputs)
-            listed = _listed_files(data)
-            commit(staging, [f for f in self.staged if f in listed], data, _listed_files(self.old_data), self.log)
+            listed = listed_files(data)
+            commit(staging, [f for f in self.staged if f in listed], data, listed_files(self.old_data), self.log)
         from .manifest import load_manifest
 
         manifest = load_manifest(self.out, verify=True)
@@ -391,14 +391,6 @@ class _Build:
                 "embedder_runtime": "onnx" if self.embedder.records else "torch",
                 "text_embedder": self.embedder.manifest_entry(),
                 "sets": sets}
-
-
-def _listed_files(data: dict) -> set[str]:
-    files = set()
-    for record in data.get("artifacts", []):
-        files.add(record["file"])
-        files.update(e["file"] for e in record.get("external_data", []))
-    return files
 
 
 def _resolve_source(checkpoint, model) -> tuple[str, Path | None, str, GenMaskConfig]:

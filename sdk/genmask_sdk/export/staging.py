@@ -164,7 +164,7 @@ def commit(staging: Staging, files: Iterable[str], manifest: dict, old_files: It
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     for name in staged:
         os.chmod(new / name, mode)  # temp files are created 0600
-    listed = _listed(manifest)
+    listed = listed_files(manifest)
     old_listed = set(old_files)
     for name in sorted(old_listed - listed):
         log(f"removing {name}: listed by the previous manifest, not part of this build")
@@ -187,7 +187,8 @@ def commit(staging: Staging, files: Iterable[str], manifest: dict, old_files: It
     return out / MANIFEST_NAME
 
 
-def _listed(manifest: dict) -> set[str]:
+def listed_files(manifest: dict) -> set[str]:
+    """Every file a manifest's artifacts name (their external data included)."""
     files = set()
     for record in manifest.get("artifacts", []):
         files.add(record["file"])

@@ -288,10 +288,17 @@ def from_cuda_array_interface(value: Any, device: CudaDevice, stream: Stream) ->
     producer = interface.get("stream")
     if producer is not None:
         call(device.rt, "cudaStreamSynchronize", device.rt.cudaStream_t(int(producer)))
+    wait_for_torch_producer(value)
+    return DeviceArray(device, ptr, shape, dtype, stream, owner=value)
+
+
+def wait_for_torch_producer(value: Any) -> None:
+    """For a torch CUDA tensor, wait for torch's current stream on its device (work that writes it may
+    still be queued there). torch is taken from ``sys.modules``, never imported: a caller holding a
+    tensor has loaded it already."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         torch.cuda.current_stream(value.device).synchronize()
-    return DeviceArray(device, ptr, shape, dtype, stream, owner=value)
 
 
 class CudaGraph:

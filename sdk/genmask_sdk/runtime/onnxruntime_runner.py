@@ -22,6 +22,7 @@ from ..errors import (
     InvalidInputError,
 )
 from .base import Runner, TensorSpec, is_torch_tensor
+from .cuda import wait_for_torch_producer
 from .feed_checks import check_feed_names, dtype_error, shape_error, shape_is_compatible
 from .shape_profiles import ShapeRange, format_profile_shapes, normalize_profiles
 
@@ -316,9 +317,7 @@ class OnnxRuntimeRunner(Runner):
                 "there first (the runner never copies between devices)."
             )
         if is_torch_tensor(value):
-            import torch  # the caller passed a torch tensor, so torch is there
-
-            torch.cuda.current_stream(value.device).synchronize()  # ONNX Runtime runs on its own stream
+            wait_for_torch_producer(value)  # ONNX Runtime runs on its own stream
         elif interface.get("stream") is not None and hasattr(value, "stream"):
             value.stream.synchronize()  # a genmask DeviceArray: wait for the stream that wrote it
         return shape, dtype, int(interface["data"][0])

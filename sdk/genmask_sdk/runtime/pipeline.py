@@ -8,19 +8,20 @@
 Float32 unless noted. No torch anywhere. On the host (ONNX Runtime CPU) everything is numpy. On a
 GPU, host inputs are copied to the device once and stage outputs stay there -- genmask
 ``DeviceArray``s (TensorRT, cuda-python) or ``OrtValue``s (ONNX Runtime CUDA EP) -- until
-:meth:`RunnerPipeline.to_host`. Torch tensors are accepted as inputs where torch is installed.
+``runtime.base.host_array`` copies them to the host. Torch tensors are accepted as inputs where torch is installed.
 Returned values belong to the caller (runner-owned buffers are copied). Not thread-safe on its own;
 ``Segmenter`` serialises calls with its lock.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import ArtifactMismatchError, BackendUnavailableError, GenMaskError
-from .base import host_array, is_torch_tensor, shape_of
+from .base import is_torch_tensor, shape_of
 
 #: Graph I/O names per stage (the exporter's contract).
 STAGE_IO = {
@@ -37,7 +38,7 @@ _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bool": np.bool_,
 class RunnerPipeline:
     """Exported graphs served by ``Runner`` objects (ONNX Runtime or TensorRT), one per stage.
 
-    ``host_io=True`` (ONNX Runtime on CPU): numpy in, numpy out. Otherwise outputs stay on the
+    ``host_io=True`` (ONNX Runtime on CPU): numpy out (torch tensors in are copied to the host). Otherwise outputs stay on the
     device (``DeviceArray`` / ``OrtValue``). ``owned``: objects with ``destroy()`` (a shared CUDA
     stream) released after the runners on ``close``. ``notes`` lists the loud fallbacks taken while
     running (``describe()["fallbacks"]`` shows them).
@@ -119,10 +120,6 @@ class RunnerPipeline:
     def decode(self, latent: Any) -> Any:
         return self._run("mask_head", {"latent": latent})
 
-    def to_host(self, value: Any) -> np.ndarray:
-        """A float32 numpy copy of a stage output (waits for the device)."""
-        return host_array(value).astype(np.float32, copy=False)
-
     def _run(self, stage: str, feeds: Mapping[str, Any]) -> Any:
         runner = self.runners[stage]
         dtypes = self._dtypes[stage]
@@ -139,12 +136,7 @@ class RunnerPipeline:
             raise error from None
         out = outputs[STAGE_IO[stage][1]]
         if isinstance(out, np.ndarray):
-            out = out.astype(np.float32, copy=False)
-            if any(is_torch_tensor(v) for v in feeds.values()):  # torch in, torch out (benchmarks)
-                import torch
-
-                return torch.from_numpy(out)
-            return out
+            return out.astype(np.float32, copy=False)
         clone = getattr(out, "clone", None)  # a DeviceArray: TensorRT reuses its buffers on the next call
         return clone() if callable(clone) else out
 
@@ -158,8 +150,7 @@ class RunnerPipeline:
             array = np.asarray(value)
             return np.ascontiguousarray(array, dtype=target if target is not None else array.dtype)
         if is_torch_tensor(value):
-            import torch  # the caller passed a torch tensor, so torch is there
-
+            torch = sys.modules["torch"]  # the caller made the tensor, so torch is loaded (never imported here)
             wanted = getattr(torch, dtype) if target is not None else value.dtype
             return value.to(dtype=wanted).contiguous()
         return value
