@@ -22,7 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-DEFAULT_BACKENDS = "torch-eager,ort-cpu-fp32,ort-cpu-fp16,ort-cpu-int8,ort-cuda-fp32,ort-cuda-fp16,trt-fp16,trt-int8"
+DEFAULT_BACKENDS = ("torch-eager,ort-cpu-fp32,ort-cpu-fp16,ort-cpu-int8,ort-cpu-fp8,ort-cuda-fp32,ort-cuda-fp16,trt-fp16,"
+                    "trt-int8,trt-fp8")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -27,7 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--image", default=None, help="image file (default: the example image)")
     add("--prompt", default="the red circle")
     add("--backend", default="onnxruntime")
-    add("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    add("--precision", default="fp32", choices=("fp32", "fp16", "int8", "fp8"))
     add("--runs", type=int, default=5, help="fresh processes of each kind")
     add("--warm-calls", type=int, default=20, help="timed predict calls in one warm process")
     add("--out", default=str(RESULTS))

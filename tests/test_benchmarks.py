@@ -399,7 +399,7 @@ def test_startup_quick(tiny_engines, tmp_path):
 
 
 def test_scripts_have_help():
-    for name in ("latency", "accuracy", "vlm_stage", "startup"):
+    for name in ("latency", "accuracy", "vlm_stage", "startup", "quant_sensitivity"):
         module = _script(name)
         with pytest.raises(SystemExit) as exit_info:
             module.parse_args(["--help"])
@@ -431,3 +431,17 @@ def test_refs_pickle_loads_plain_data_only(tmp_path):
     with pytest.raises(InvalidInputError, match="only plain data"):
         load_refs(hostile)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_quant_sensitivity_quick(tmp_path, restore_threads):
+    pytest.importorskip("modelopt.torch.quantization", reason="nvidia-modelopt is not installed (export extra)")
+    module = _script("quant_sensitivity")
+    assert module.main(["--model", "tiny", "--quick", "--out-dir", str(tmp_path), "--name", "qs"]) == 0
+    result = json.loads((tmp_path / "qs.json").read_text())
+    assert [m["mode"] for m in result["modes"]] == ["int8", "fp8"]
+    for mode in result["modes"]:
+        groups = {r["group"]: r for r in mode["rows"]}
+        assert {"block 0", "block 1", "text embedder", "proj_out", "every block"} <= set(groups)
+        assert all(0 <= r["mask_iou_pooled"] <= 1 and r["relative_max_error"] >= 0 for r in mode["rows"])
+        assert groups["every block"]["relative_max_error"] > 0  # quantization changed something
+    assert "| block 0 |" in (tmp_path / "qs.md").read_text()

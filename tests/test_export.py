@@ -23,7 +23,6 @@ from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, Con
 from genmask_sdk.export import cli, pipeline
 from genmask_sdk.export.calibration import Feeds
 from genmask_sdk.export.fidelity import FidelityError, Reference, check_graph
-from genmask_sdk.export.int8 import quantize_dit, select_nodes
 from genmask_sdk.export.manifest import check_manifest, checkpoint_sha256, load_manifest
 from genmask_sdk.io import sha256_file
 from genmask_sdk.model import GenMaskModel
@@ -173,16 +172,19 @@ def test_int8_graph_is_symmetric_qdq_on_block_linears(tiny):
     values = [onnx.numpy_helper.to_array(t) for t in graph.graph.initializer if t.name in points]
     assert values and all(v.dtype == np.int8 and not v.any() for v in values)
     details = tiny[3].manifest.artifact("dit", "int8")["details"]
-    assert details["quantized_nodes"] == 2 * 10  # 2 blocks x (q, k, v, out) x 2 attentions + 2 FFN
-    assert details["kept_weighted_nodes"] > 0  # text projection, proj_out stay float
+    assert details["quantized_matmuls"] == 2 * 10  # 2 blocks x (q, k, v, out) x 2 attentions + 2 FFN
+    assert details["method"].startswith("NVIDIA Model Optimizer") and details["quantized_blocks"] == [0, 1]
+    assert "proj_out" in details["kept_in_float32"] and "condition_embedder" in details["kept_in_float32"]
+    assert details["calibration"]["samples"] == 8 and details["calibration"]["source"]["kind"] == "demo"
+    # a saved (non-demo) checkpoint calibrated on the demo's procedural scenes is warned about, loudly and on record
+    assert "procedural scenes" in details["calibration"]["warning"]
+    assert any(line.startswith("WARNING: int8/fp8") and "--calib DIR" in line for line in tiny[4])
 
 
 def test_keeping_first_and_last_block_of_a_two_block_model_leaves_nothing_to_quantize(tiny, tmp_path):
-    graph = onnx.load(str(tiny[2] / "dit.fp32.onnx"))
-    quantize, keep = select_nodes(graph, num_layers=2, keep_blocks=1)
-    assert quantize == [] and len(keep) == 20 + 3  # block linears + text projection (2) + proj_out (time path folded)
     with pytest.raises(ConfigError, match="--int8-keep-blocks"):
-        quantize_dit(tiny[2] / "dit.fp32.onnx", tmp_path / "x.onnx", [{}], num_layers=2, keep_blocks=1)
+        pipeline.build_engines(tiny[1], tmp_path / "engines", ["int8"], **{**OPTIONS, "int8_keep_blocks": 1})
+    assert not (tmp_path / "engines" / "manifest.json").exists()
 
 
 def test_fidelity_failure_is_loud(tiny):
@@ -418,3 +420,32 @@ def test_cli_tensorrt_on_without_tensorrt_is_an_error(tiny, tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert code == 2 and "--tensorrt on" in err and "no GPU here" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "e").exists()
+
+
+def test_cli_calibrates_int8_and_fp8_on_a_user_folder(tiny, tmp_path):
+    """``--calib DIR`` (images + prompts.txt, like Ultralytics' data=): what calibrated the quantized DiTs
+    (source, size) is in the manifest, the folder's short count is said, and no procedural-scene warning."""
+    from PIL import Image
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("kitchen.png", "desk.jpg"):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "prompts.txt").write_text("kitchen.png | the red mug\nkitchen.png | the kettle\ndesk.jpg | the stapler\n")
+    args = [sys.executable, str(REPO / "export" / "build_engines.py"), "--checkpoint", str(tiny[1]),
+            "--out", str(tmp_path / "engines"), "--precisions", "int8,fp8", "--calib", str(folder),
+            "--calib-size", "8", "--int8-keep-blocks", "0", "--tensorrt", "off", "--no-text-embedder", "--no-progress"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "calibration folder has 3 samples (< --calib-size 8); using all" in done.stdout
+    assert "WARNING" not in done.stdout
+    manifest = load_manifest(tmp_path / "engines")
+    assert manifest.precisions == ["int8", "fp8"]
+    for precision in ("int8", "fp8"):
+        record = manifest.artifact("dit", precision)
+        calib = record["details"]["calibration"]
+        assert calib["samples"] == 3 and calib["source"]["kind"] == "folder" and "warning" not in calib
+        assert calib["source"]["prompts_sha256"] == sha256_file(folder / "prompts.txt")
+        assert record["fidelity"]["mask_iou_mean"] >= 0.8
+    assert manifest.artifact("dit", "fp8")["opset"] == 19 and manifest.artifact("dit", "int8")["opset"] == 18

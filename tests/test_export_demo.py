@@ -2,8 +2,8 @@
 
 Skipped until the demo checkpoint exists (sdk/genmask_sdk/assets/demo_checkpoint/). Held-out
 inputs are procedural scenes of seed 10 000 (training uses seed 0, calibration 5000/5001).
-The fp32 and fp16 sets are built once for the module; the int8 test adds the int8 DiT to
-the same directory, reusing the rest.
+The fp32 and fp16 sets are built once for the module; the quantized-set tests add the int8 and
+then the fp8 DiT to the same directory, reusing the rest.
 """
 
 from __future__ import annotations
@@ -93,11 +93,17 @@ def test_fp16_set_keeps_the_masks(demo, references):
     assert iou >= 0.99, (error, iou)
 
 
-def test_int8_set_keeps_97_percent_of_the_miou(demo):
+@pytest.mark.parametrize("precision, sets", [("int8", ["fp32", "fp16", "int8"]),
+                                             ("fp8", ["fp32", "fp16", "int8", "fp8"])])
+def test_quantized_set_keeps_97_percent_of_the_miou(demo, precision, sets):
+    """Model Optimizer's INT8 (and FP8, emulated by ONNX Runtime CPU's Q/DQ) DiT on 50 held-out scenes."""
     model, out, _ = demo
-    result = build_engines("demo", out, ["fp32", "fp16", "int8"], log=lambda _: None, **OPTIONS)
-    assert result.built == ["dit.int8.onnx"]
-    engines = OnnxSet(result.manifest, "int8")
+    result = build_engines("demo", out, sets, log=lambda _: None, **OPTIONS)
+    assert result.built == [f"dit.{precision}.onnx"]
+    details = result.manifest.artifact("dit", precision)["details"]
+    assert details["calibration"] == {"source": {"kind": "demo", "seed": 5000, "check_seed": 5001}, "samples": 64}
+    assert details["quantized_blocks"] == [1, 2, 3] and "warning" not in details["calibration"]
+    engines = OnnxSet(result.manifest, precision)
     ours, reference = SegmentationScores(), SegmentationScores()
     for pixels, texts, masks in held_out(50):
         embedding = model.embedder(None, texts)
@@ -107,5 +113,4 @@ def test_int8_set_keeps_97_percent_of_the_miou(demo):
             ours.add(g > 0, gt)
             reference.add(w > 0, gt)
     assert ours.count == reference.count > 50
-    assert ours.miou >= 0.97 * reference.miou, (ours.miou, reference.miou)
-
+    assert ours.miou >= 0.97 * reference.miou, (precision, ours.miou, reference.miou)

@@ -122,7 +122,7 @@ def test_checkpoint_hash_covers_names_and_contents(tmp_path):
     assert checkpoint_sha256(tmp_path) not in (first,)
 
 
-@pytest.mark.parametrize("bad", [dict(precisions=("fp8",)), dict(precisions=()), dict(tensorrt="maybe"),
+@pytest.mark.parametrize("bad", [dict(precisions=("int4",)), dict(precisions=()), dict(tensorrt="maybe"),
                                  dict(max_batch=0), dict(calib_size=0), dict(workspace_gib=0)])
 def test_bad_options(bad):
     with pytest.raises(ConfigError):

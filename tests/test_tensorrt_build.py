@@ -314,3 +314,42 @@ def test_real_truncated_plan_raises_mismatch(real_plan, tmp_path):
     truncated.write_bytes(real_plan[1].read_bytes()[:100])
     with pytest.raises(ArtifactMismatchError, match="Rebuild"):
         TensorRTRunner(truncated).load()
+
+
+# ---- FP8 plans only where the GPU has FP8 ------------------------------------------------------
+
+
+@pytest.mark.parametrize("capability, refused", [((8, 7), True), ((8, 6), True), ((8, 9), False), ((9, 0), False),
+                                                 ((12, 0), False)])
+def test_fp8_needs_compute_capability_8_9(capability, refused):
+    from genmask_sdk.export.tensorrt_steps import fp8_refusal
+
+    reason = fp8_refusal(capability)
+    assert (reason is not None) == refused
+    if capability == (8, 7):
+        assert "Jetson Orin" in reason and ">= 8.9" in reason and "fp16 or int8" in reason
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+def test_fp8_set_gets_no_plans_on_an_orin_class_gpu(monkeypatch, mode):
+    from types import SimpleNamespace
+
+    from genmask_sdk.errors import BackendUnavailableError
+    from genmask_sdk.export import tensorrt_steps
+    from genmask_sdk.export.options import build_options
+
+    monkeypatch.setattr(tensorrt_steps, "availability", lambda _mode: (True, "TensorRT 10.3 on Orin (test)"))
+    monkeypatch.setattr(tensorrt_steps, "_current_target", lambda: ("10.3.0", [8, 7]))
+    build = SimpleNamespace(opts=build_options(["fp32", "fp8"], tensorrt=mode), records={
+        (stage, precision, "onnx"): {} for stage, precision in
+        [("vae_encoder", "fp32"), ("dit", "fp32"), ("mask_head", "fp32"), ("dit", "fp8")]})
+    step = tensorrt_steps.TensorRTStep(build)
+    if mode == "on":
+        with pytest.raises(BackendUnavailableError, match="--tensorrt on with --precisions fp8: FP8 needs"):
+            step.decide()
+        return
+    step.decide()
+    assert "Jetson Orin" in step.refused["fp8"]
+    assert ("dit", "fp8", "onnx") not in step._graphs() and ("dit", "fp32", "onnx") in step._graphs()
+    step.plans = {(s, "fp32"): f"{s}.fp32.plan" for s in ("vae_encoder", "dit", "mask_head")}
+    assert step.set_files("fp8") is None and step.set_files("fp32")["dit"] == "dit.fp32.plan"

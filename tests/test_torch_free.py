@@ -19,32 +19,37 @@ from genmask_sdk.examples import example_image_path
 from genmask_sdk.metrics import decode_rle, mask_iou
 
 BLOCKED = ("torch", "transformers", "diffusers", "accelerate", "safetensors")
-BLOCKER = textwrap.dedent(f"""
-    import importlib.abc, sys
-    class _Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {BLOCKED!r}:
-                raise ImportError(f"{{name}} is blocked in this test")
-            return None
-    sys.meta_path.insert(0, _Block())
-""")
 PROMPTS = ["the red circle", "the orange star", "the shape on the left"]
 
 
-def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=300)
+def import_blocker(blocked: tuple[str, ...] = BLOCKED) -> str:
+    """Python source that makes importing any of ``blocked`` (or a submodule) raise ImportError."""
+    return textwrap.dedent(f"""
+        import importlib.abc, sys
+        class _Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {blocked!r}:
+                    raise ImportError(f"{{name}} is blocked in this test")
+                return None
+        sys.meta_path.insert(0, _Block())
+    """)
+
+
+def run_blocked(code: str, blocked: tuple[str, ...] = BLOCKED) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where importing ``blocked`` raises."""
+    return subprocess.run([sys.executable, "-c", import_blocker(blocked) + textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=300)
 
 
 def test_the_blocker_blocks():
-    done = _run("import torch")
+    done = run_blocked("import torch")
     assert done.returncode != 0 and "is blocked in this test" in done.stderr
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_demo_engines_run_without_torch_and_match_pytorch(demo_engines, demo_model, precision, tmp_path):
     out = tmp_path / "result.npz"
-    done = _run(f"""
+    done = run_blocked(f"""
         import json, sys, numpy as np
         from genmask_sdk import Segmenter
         seg = Segmenter.from_engines({str(demo_engines[0])!r}, backend="onnxruntime", precision={precision!r})
@@ -75,7 +80,7 @@ def test_genmask_segment_without_torch(demo_engines, demo_model, tmp_path):
     overlay = tmp_path / "overlay.png"
     argv = ["segment", str(example_image_path()), PROMPTS[0], "--engines", str(demo_engines[0]), "--backend",
             "onnxruntime", "--out", str(overlay), "--json"]
-    done = _run(f"""
+    done = run_blocked(f"""
         import sys
         from genmask_sdk.cli import main
         sys.exit(main({argv!r}))
@@ -109,7 +114,7 @@ def test_gpu_code_paths_run_without_torch(demo_engines, tmp_path):
     sessions (CPU OrtValues here; the CUDA EP takes the same code with 'cuda' ones)."""
     tests_dir = str(Path(__file__).parent)
     out = tmp_path / "bound.npz"
-    done = _run(f"""
+    done = run_blocked(f"""
         import json, sys
         sys.path.insert(0, {tests_dir!r})
         import numpy as np

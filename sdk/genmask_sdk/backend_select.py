@@ -96,8 +96,10 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
     try:
         artifacts = select_artifacts(manifest, runtime, precision)
     except LookupError as exc:
+        refused = ((manifest.data.get("tensorrt") or {}).get("refused") or {}).get(precision) if runtime == "tensorrt" else None
+        why = f" The build refused TensorRT plans for it: {refused}." if refused else ""
         raise BackendUnavailableError(
-            f"backend={backend!r} precision={precision!r} is not available: {exc.args[0]} "
+            f"backend={backend!r} precision={precision!r} is not available: {exc.args[0]}{why} "
             "Or choose another backend/precision (genmask info DIR lists what was built)."
         ) from None
     from .runtime.pipeline import RunnerPipeline
@@ -177,7 +179,7 @@ def _open_torch(manifest, config, precision: str, device: Device, verify: bool) 
     if precision != "fp32":
         raise BackendUnavailableError(
             f"backend='torch' runs fp32 only, got precision={precision!r}; use backend='onnxruntime' or "
-            "'tensorrt' for fp16/int8 engines."
+            "'tensorrt' for fp16/int8/fp8 engines."
         )
     record = manifest.data.get("checkpoint") or {}
     path, source = record.get("path"), record.get("source")

@@ -83,6 +83,7 @@ class Segmenter:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = "demo", device: str = "cpu") -> "Segmenter":
         """PyTorch reference backend (fp32) from ``"demo"`` or a checkpoint directory."""
+        _refuse_gen2seg(name_or_path)
         from .model.genmask import GenMaskModel
 
         resolved, _ = resolve_device(device)
@@ -111,7 +112,8 @@ class Segmenter:
                 EP > ONNX Runtime CPU > PyTorch checkpoint; the choice is logged and in
                 ``describe()``), or ``"tensorrt"`` / ``"onnxruntime"`` / ``"torch"``, which are
                 used or refused with BackendUnavailableError (never replaced).
-            precision: ``"fp32"``, ``"fp16"`` or ``"int8"``: a set of the manifest.
+            precision: ``"fp32"``, ``"fp16"``, ``"int8"`` or ``"fp8"``: a set of the manifest (fp8 runs fast on
+                FP8 GPUs; ONNX Runtime on a CPU emulates its Q/DQ).
             device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None`` = the first GPU when one is
                 visible (``runtime.devices``), else the CPU.
             ort_provider: for ``backend="onnxruntime"``: ``"cpu"``, ``"cuda"`` or ``"tensorrt"``
@@ -120,6 +122,7 @@ class Segmenter:
         """
         from .embedders import load_embedder
 
+        _refuse_gen2seg(directory)
         directory = Path(directory)
         manifest = open_manifest(directory, verify=verify)
         config = manifest_config(manifest)
@@ -337,6 +340,14 @@ class Segmenter:
         info = self._info
         return (f"Segmenter(backend={info['backend']!r}, precision={info['precision']!r}, device='{self.device}', "
                 f"resolution={self.config.resolution}, image_set={self.is_image_set})")
+
+
+def _refuse_gen2seg(name_or_path: Any) -> None:
+    """A gen2seg checkpoint or engines directory belongs to ``InstanceSegmenter``: say so before loading."""
+    from .families import GEN2SEG, family_of, wrong_family_message
+
+    if family_of(name_or_path) == GEN2SEG:
+        raise ArtifactMismatchError(wrong_family_message(name_or_path, GEN2SEG, "GenMask"))
 
 
 def _prompt_list(prompts: Any) -> tuple[list[str], bool]:

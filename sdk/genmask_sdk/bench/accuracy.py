@@ -35,7 +35,8 @@ class AccuracySettings:
     model: str = "demo"
     embedder: str | None = None
     resolution: int | None = None
-    backends: str = "torch-eager,ort-cpu-fp32,ort-cpu-fp16,ort-cpu-int8,ort-cuda-fp32,ort-cuda-fp16,trt-fp16,trt-int8"
+    backends: str = ("torch-eager,ort-cpu-fp32,ort-cpu-fp16,ort-cpu-int8,ort-cpu-fp8,ort-cuda-fp32,ort-cuda-fp16,trt-fp16,"
+                     "trt-int8,trt-fp8")
     scenes: int = 200
     seed: int | None = None
     refer_root: str | None = None

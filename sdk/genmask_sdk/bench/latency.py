@@ -151,7 +151,7 @@ def prepare_pipeline_artifacts(model, source: dict, resolution: int, specs: list
             log(f"{directory} lacks {sorted(missing)}; those targets will be skipped (--no-build)")
         else:
             precisions = {p for _, p in needed} | (set(manifest.precisions) if manifest and not problem else set())
-            precisions = sorted(precisions or {"fp32"}, key=["fp32", "fp16", "int8"].index)
+            precisions = sorted(precisions or {"fp32"}, key=["fp32", "fp16", "int8", "fp8"].index)
             trt = "on" if any(r == "tensorrt" for r, _ in needed) else "off"
             previous_batch = (manifest.data.get("max_batch") or 0) if manifest else 0
             log(f"building engines {directory} ({', '.join(precisions)}; tensorrt {trt}): "
@@ -239,7 +239,7 @@ def prepare_dit_artifacts(model, source: dict, resolution: int, specs: list[Targ
             add_int8_dynamic(artifacts, artifacts.dit_files["fp32"], work_dir / f"r{resolution}", log)
         return artifacts
     stamp = config_stamp(model.config, source.get("seed"), f"{source['kind']}:{source.get('path') or source['name']}")
-    graph_precisions = [p for p in precisions if p in ("fp32", "fp16", "int8", "int8-dynamic")]
+    graph_precisions = [p for p in precisions if p in ("fp32", "fp16", "int8", "fp8", "int8-dynamic")]
     return export_dit_graphs(model, work_dir / f"r{resolution}", graph_precisions, stamp=stamp,
                              calib_samples=settings.int8_calib_samples, prompt_tokens=settings.prompt_tokens,
                              log=log)

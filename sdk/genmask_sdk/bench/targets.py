@@ -52,7 +52,7 @@ class TargetSpec:
 
     name: str
     family: str  # "torch" | "onnxruntime" | "tensorrt"
-    precision: str  # "fp32" | "fp16" | "int8" | "int8-dynamic"
+    precision: str  # "fp32" | "fp16" | "int8" | "fp8" | "int8-dynamic"
     variant: str | None  # torch: "eager" | "compile"; onnxruntime: provider "cpu" | "cuda"
     label: str
 
@@ -71,6 +71,7 @@ _SPECS = [
     TargetSpec("ort-cpu-fp32", "onnxruntime", "fp32", "cpu", "ONNX Runtime CPU fp32"),
     TargetSpec("ort-cpu-fp16", "onnxruntime", "fp16", "cpu", "ONNX Runtime CPU fp16 graph"),
     TargetSpec("ort-cpu-int8", "onnxruntime", "int8", "cpu", "ONNX Runtime CPU int8 (static Q/DQ engine graph)"),
+    TargetSpec("ort-cpu-fp8", "onnxruntime", "fp8", "cpu", "ONNX Runtime CPU fp8 Q/DQ graph (emulated: no fp8 GEMM)"),
     TargetSpec("ort-cpu-int8-dynamic", "onnxruntime", "int8-dynamic", "cpu",
                "ONNX Runtime CPU int8 quantize_dynamic (MatMul-only, QInt8 weights)"),
     TargetSpec("ort-cuda-fp32", "onnxruntime", "fp32", "cuda", "ONNX Runtime CUDA EP fp32"),
@@ -78,6 +79,7 @@ _SPECS = [
     TargetSpec("ort-cuda-int8", "onnxruntime", "int8", "cuda", "ONNX Runtime CUDA EP int8 (static Q/DQ graph)"),
     TargetSpec("trt-fp16", "tensorrt", "fp16", None, "TensorRT fp16 (strongly typed plan)"),
     TargetSpec("trt-int8", "tensorrt", "int8", None, "TensorRT int8 (explicit Q/DQ, strongly typed plan)"),
+    TargetSpec("trt-fp8", "tensorrt", "fp8", None, "TensorRT fp8 (explicit Q/DQ, strongly typed plan; SM >= 8.9)"),
 ]
 TARGETS: dict[str, TargetSpec] = {s.name: s for s in _SPECS}
 REFERENCE = "torch-eager"
@@ -130,8 +132,8 @@ def export_dit_graphs(model, directory: Path, precisions: list[str], *, stamp: s
                       prompt_tokens: int, opset: int = 18, log: Callable[[str], None] = print) -> Artifacts:
     """DiT-only graphs of ``model`` (at its config's resolution) in ``directory``.
 
-    ``fp32`` is always written (the source of the others); ``fp16`` / ``int8`` use the exporter's
-    own passes (``int8`` calibrated on ``calib_samples`` random inputs — a smoke-level calibration,
+    ``fp32`` is always written (the source of the others); ``fp16`` / ``int8`` / ``fp8`` use the exporter's
+    own passes (``int8``/``fp8`` calibrated on ``calib_samples`` random inputs — a smoke-level calibration,
     labelled so); ``int8-dynamic`` uses ``quantize_dynamic``. Files whose ``stamp`` matches
     ``directory/stamp.json`` are reused.
     """
@@ -173,12 +175,13 @@ def export_dit_graphs(model, directory: Path, precisions: list[str], *, stamp: s
                 big = module_bytes(model.transformer) // 2 > EXTERNAL_DATA_THRESHOLD
                 log(f"exporting {path.name}")
                 method = export_fp16_dit(model, path, opset=opset, external_data=big)
-            elif precision == "int8":
-                from ..export.int8 import quantize_dit
+            elif precision in ("int8", "fp8"):
+                from ..export.quantize import quantize_dit
 
                 source = directory / "dit.fp32.onnx"
-                log(f"quantizing {path.name} (static Q/DQ, {calib_samples} random calibration inputs)")
-                method = quantize_dit(source, path, random_dit_feeds(model.config, calib_samples, prompt_tokens),
+                log(f"quantizing {path.name} (Model Optimizer, Q/DQ, {calib_samples} random calibration inputs)")
+                method = quantize_dit(DitGraph(model.one_step_dit()), source, path,
+                                      random_dit_feeds(model.config, calib_samples, prompt_tokens), mode=precision,
                                       num_layers=layers, keep_blocks=1 if layers > 2 else 0,
                                       external_data=bool(external_data_files(source)), progress=False)
                 method = {**method, "calibration": f"{calib_samples} random N(0,1) inputs (smoke-level, not real data)"}

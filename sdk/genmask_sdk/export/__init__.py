@@ -2,11 +2,13 @@
 
 Entry points: ``build_engines`` (library), ``genmask_sdk.export.cli.main`` (the command line of
 ``python export/build_engines.py`` and ``genmask build``), ``load_manifest`` / ``check_manifest``
-(read an engines directory back). Submodules: ``graphs`` (signatures, dynamo export), ``fp16``,
-``int8``, ``calibration``, ``fidelity``, ``manifest``, ``staging``, ``pipeline``,
-``tensorrt_build`` / ``tensorrt_steps``.
+(read an engines directory back). Submodules: ``options`` (build options and inputs),
+``signatures`` (graph inputs/outputs, shape profiles), ``graphs`` (dynamo export), ``fp16``,
+``int8``, ``calibration``, ``fidelity``, ``manifest``, ``staging``, ``pipeline``, ``uptodate``
+(a rebuild with nothing to do), ``tensorrt_build`` / ``tensorrt_steps``.
 
-Heavy imports (torch, onnx) happen on first use of ``build_engines``.
+Heavy imports (torch, onnx) happen on first use of ``build_engines``, and not at all when
+``uptodate`` finds that the rebuild has nothing to do.
 """
 
 from __future__ import annotations

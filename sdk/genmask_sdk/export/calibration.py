@@ -19,17 +19,18 @@ VAE encoder (float32) and the checkpoint's embedder:
   Fidelity checks use the first few of them.
 * ``"random"``: uniform noise pixels and Gaussian context states, no embedder (smoke tests and
   random-weight benchmarks only; INT8 calibrated on it is meaningless and a warning is printed).
+  Each batch is seeded by its samples' names, so check inputs never repeat calibration inputs.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import ArtifactNotFoundError, ConfigError, InvalidInputError
 
@@ -92,8 +93,8 @@ def samples(source: str | Path | None, n: int, resolution: int, *, check: bool =
         raise ConfigError(f"the number of calibration samples must be positive, got {n}.")
     if source in (None, "demo"):
         return _scene_samples(CHECK_SEED if check else CALIB_SEED, n, resolution)
-    if source == "random":
-        return [Sample(None, f"random {i}") for i in range(n)]
+    if source == "random":  # calibration and check samples are distinct draws (their prompts seed encode())
+        return [Sample(None, f"random {'check' if check else 'calibration'} {i}") for i in range(n)]
     return read_folder(Path(source))[:n]
 
 
@@ -182,11 +183,13 @@ def encode(model, batch: Sequence[Sample], *, random_context_length: int = 8,
     ``model.embedder``. Random samples get random pixels and N(0, 1) context of
     ``random_context_length`` tokens (no embedder is loaded).
     """
+    import torch
+
     from ..imaging import load_image, to_engine_pixels
 
     resolution = model.config.resolution
-    generator = torch.Generator().manual_seed(len(batch))
     if all(s.image is None for s in batch):
+        generator = torch.Generator().manual_seed(zlib.crc32("\n".join(s.prompt for s in batch).encode()))
         n, d = len(batch), model.config.embedder.hidden_size
         pixels = torch.rand(n, 3, resolution, resolution, generator=generator) * 2 - 1
         context = torch.randn(n, random_context_length, d, generator=generator)

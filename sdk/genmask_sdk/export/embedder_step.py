@@ -18,9 +18,7 @@ from .embedder import (TOKENIZER_FILE, check_embedder, convert_embedder_fp16, co
                        export_embedder_fp32)
 from .manifest import file_record
 from .onnx_io import io_specs, op_counts
-
-#: precision set -> precision of its embedder graph.
-EMBEDDER_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "fp32"}
+from .options import EMBEDDER_PRECISION
 
 
 class EmbedderStep:
@@ -32,11 +30,10 @@ class EmbedderStep:
 
     @property
     def applies(self) -> bool:
-        return self.build.config.embedder.kind == "minilm" and self.build.opts.text_embedder
+        return self.build.opts.exports_text_embedder(self.build.config)
 
     def precisions(self) -> list[str]:
-        wanted = {EMBEDDER_PRECISION[p] for p in self.build.opts.precisions}
-        return [p for p in ("fp32", "fp16") if p in wanted]  # fp32 first: the fp16 graph is converted from it
+        return self.build.opts.embedder_precisions()  # fp32 first: the fp16 graph is converted from it
 
     def run(self, previous) -> None:
         if not self.applies:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,13 +31,11 @@ from torch import nn
 
 from ..config import GenMaskConfig
 from ..errors import GenMaskError
-from ..runtime.base import TensorSpec
 from .onnx_io import check_onnx, io_specs
+from .options import DEFAULT_OPSET, PRECISIONS, STAGES  # noqa: F401  (re-exported)
 from .quiet import quiet_exporter_logs
+from .signatures import GraphSignature, signature
 
-STAGES = ("vae_encoder", "dit", "mask_head")
-PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_OPSET = 18
 SUPPORTED_OPSETS = range(17, 21)
 BATCH_AXIS, PROMPT_AXIS = "batch", "prompt_tokens"
 # Example sizes used for tracing (not 0 or 1, so torch.export keeps the axes symbolic).
@@ -47,43 +44,6 @@ _TRACE_BATCH, _TRACE_PROMPT = 2, 5
 
 class ExportError(GenMaskError, RuntimeError):
     """Exporting, converting or checking a graph failed."""
-
-
-@dataclass(frozen=True)
-class GraphSignature:
-    """Inputs and outputs of one stage's graph; ``None`` marks a dynamic axis."""
-
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-    @property
-    def input_names(self) -> list[str]:
-        return [s.name for s in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [s.name for s in self.outputs]
-
-
-def signature(stage: str, config: GenMaskConfig) -> GraphSignature:
-    """The graph signature of ``stage`` for ``config`` (its resolution and embedder width)."""
-    r, h = config.resolution, config.latent_size
-    z = config.vae.get("z_dim", 16)
-    if stage == "vae_encoder":
-        return GraphSignature((TensorSpec("pixels", "float32", (None, 3, r, r)),),
-                              (TensorSpec("z_img", "float32", (None, z, h, h)),))
-    if stage == "dit":
-        d = config.embedder.hidden_size
-        return GraphSignature(
-            (TensorSpec("z_img", "float32", (None, z, h, h)),
-             TensorSpec("context", "float32", (None, None, d)),
-             TensorSpec("context_mask", "bool", (None, None))),
-            (TensorSpec("x0", "float32", (None, z, h, h)),),
-        )
-    if stage == "mask_head":
-        return GraphSignature((TensorSpec("latent", "float32", (None, z, h, h)),),
-                              (TensorSpec("logits", "float32", (None, 1, r, r)),))
-    raise ValueError(f"unknown stage {stage!r}; stages are {STAGES}")
 
 
 class DitGraph(nn.Module):

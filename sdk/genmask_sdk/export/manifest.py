@@ -77,7 +77,7 @@ def tool_versions() -> dict[str, str | None]:
     from importlib import metadata
 
     versions: dict[str, str | None] = {}
-    for name in ("torch", "diffusers", "onnx", "onnxruntime", "onnxscript", "tensorrt"):
+    for name in ("torch", "diffusers", "onnx", "onnxruntime", "onnxscript", "nvidia-modelopt", "tensorrt"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

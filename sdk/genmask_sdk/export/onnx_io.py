@@ -14,9 +14,7 @@ import onnx
 from onnx import ModelProto
 
 from ..runtime.base import TensorSpec
-
-#: Weights above this many bytes go to ``<file>.data`` (protobuf's hard limit is 2 GiB; keep margin).
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+from .options import EXTERNAL_DATA_THRESHOLD  # noqa: F401  (re-exported)
 
 _ELEM_DTYPES = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",

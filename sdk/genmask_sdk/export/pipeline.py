@@ -1,13 +1,16 @@
-"""``build_engines``: a GenMask checkpoint -> ``engines/<name>/`` with ONNX graphs in FP32, FP16 and
-INT8, TensorRT plans where TensorRT and a GPU exist, and ``manifest.json`` (DESIGN.md §3).
+"""``build_engines``: a GenMask checkpoint -> ``engines/<name>/`` with ONNX graphs in FP32, FP16,
+INT8 (and FP8 on request), TensorRT plans where TensorRT and a GPU exist, and ``manifest.json`` (DESIGN.md §3).
 
 Sets (precision -> file per stage)::
 
     fp32: vae_encoder.fp32.onnx  dit.fp32.onnx  mask_head.fp32.onnx
     fp16: vae_encoder.fp16.onnx  dit.fp16.onnx  mask_head.fp32.onnx
     int8: vae_encoder.fp32.onnx  dit.int8.onnx  mask_head.fp32.onnx
+    fp8:  vae_encoder.fp32.onnx  dit.fp8.onnx   mask_head.fp32.onnx   (only when asked for)
 
-The INT8 set uses the fp32 VAE encoder: its latents are what the DiT was calibrated on, and the
+The INT8 and FP8 DiTs are calibrated in PyTorch by NVIDIA Model Optimizer on real DiT inputs (the
+``--calib`` samples through the VAE encoder and the embedder) and written as explicit Q/DQ
+(``quantize.py``). The INT8 and FP8 sets use the fp32 VAE encoder: its latents are what the DiT was calibrated on, and the
 DiT dominates the cost (≈ 6.6 of 7 TFLOP at 512², DESIGN.md §6); swap in the fp16 encoder file if
 the VAE matters on your device. The mask head (one 16 -> 64 Linear, or the VAE decoder when ``config.mask_decoder`` is
 ``"vae_decoder"``: what the config names is exported, never a substitute) is fp32 in every set.
@@ -15,8 +18,11 @@ the VAE matters on your device. The mask head (one 16 -> 64 Linear, or the VAE d
 Each graph is checked against the float32 PyTorch model with ONNX Runtime on CPU right after
 export (``fidelity.py``); a graph past its tolerance aborts the build. Files are staged and moved
 into place at the end, manifest last (``staging.py``). A re-run whose inputs (checkpoint hash,
-config, export options, tool versions) equal the previous manifest's ``build_inputs`` reuses every
-listed file that still verifies, and says so.
+config, export options, tool versions: ``options.build_inputs``) equal the previous manifest's
+``build_inputs`` reuses every listed file that still verifies, and says so. When such a re-run
+would change nothing at all (same sets and shapes, every file verified, no TensorRT to build),
+``uptodate.py`` says so without importing torch and leaves the manifest untouched; the command
+line asks it before importing this module.
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,104 +38,56 @@ import torch
 
 from .. import __version__
 from ..config import GenMaskConfig
-from ..errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError
+from ..errors import ArtifactMismatchError, ArtifactNotFoundError
 from ..model.vae import single_frame_convolutions
-from . import calibration
+from . import calibration, signatures
 from .fidelity import check_graph, reference
 from .fp16 import convert_vae_to_fp16, export_fp16_dit
-from .graphs import DEFAULT_OPSET, PRECISIONS, DitGraph, check_signature, export_graph, module_bytes, signature
-from .int8 import quantize_dit
+from .graphs import DitGraph, check_signature, export_graph, module_bytes, signature
 from .manifest import (FORMAT_VERSION, Manifest, checkpoint_sha256, file_record, read_manifest, tool_versions,
                        verify_files)
-from .onnx_io import EXTERNAL_DATA_THRESHOLD, check_onnx, external_data_files, io_specs, op_counts
+from .onnx_io import check_onnx, external_data_files, io_specs, op_counts
+from .options import (DEFAULT_OPSET, DEFAULT_PRECISIONS, EXTERNAL_DATA_THRESHOLD, PRECISIONS,  # noqa: F401
+                      SETS,  # (re-exported)
+                      BuildOptions, BuildResult, build_inputs, build_options, changed_inputs, checkpoint_entry,
+                      default_out, graph_file, onnx_set)
 from .staging import BuildLock, Staging, check_out, commit, listed_files, remove_stale_staging
 from .embedder_step import EmbedderStep
 from .tensorrt_steps import TensorRTStep
+from .uptodate import print_line, up_to_date
 
-#: precision set -> precision of the file used for each stage.
-SETS: dict[str, dict[str, str]] = {
-    "fp32": {"vae_encoder": "fp32", "dit": "fp32", "mask_head": "fp32"},
-    "fp16": {"vae_encoder": "fp16", "dit": "fp16", "mask_head": "fp32"},
-    "int8": {"vae_encoder": "fp32", "dit": "int8", "mask_head": "fp32"},
-}
-# Build order: fp32 graphs first (sources of the fp16 VAE and the int8 DiT).
+# Build order: fp32 graphs first (sources of the fp16 VAE and the int8/fp8 DiTs).
 _ORDER = [("vae_encoder", "fp32"), ("dit", "fp32"), ("mask_head", "fp32"), ("vae_encoder", "fp16"),
-          ("dit", "fp16"), ("dit", "int8")]
+          ("dit", "fp16"), ("dit", "int8"), ("dit", "fp8")]
+QUANTIZED = ("int8", "fp8")
 FOLDED = ["t* and x_t* = t*·ε* (fixed noise) with its patch tokens",
           "time embedding and AdaLN modulation of both frames (t = 0 image frame, t = t* mask frame)",
           "3-D RoPE cos/sin tables"]
 
 
-def graph_file(stage: str, precision: str) -> str:
-    return f"{stage}.{precision}.onnx"
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Options of ``build_engines`` (see its docstring)."""
-
-    precisions: tuple[str, ...] = PRECISIONS
-    resolution: int | None = None
-    max_batch: int = 8
-    max_prompt_tokens: int | None = None
-    calib: str | None = None
-    calib_size: int = 64
-    tensorrt: str = "auto"
-    workspace_gib: float = 4.0
-    force: bool = False
-    opset: int = DEFAULT_OPSET
-    int8_keep_blocks: int = 1
-    check_samples: int = 4
-    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
-    text_embedder: bool = True
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
-        if unknown or not self.precisions:
-            raise ConfigError(f"precisions must be a non-empty subset of {PRECISIONS}, got {list(self.precisions)}.")
-        if self.tensorrt not in ("auto", "on", "off"):
-            raise ConfigError(f"tensorrt must be 'auto', 'on' or 'off', got {self.tensorrt!r}.")
-        for name in ("max_batch", "calib_size", "check_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
-            raise ConfigError(f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}.")
-        if self.workspace_gib <= 0:
-            raise ConfigError(f"workspace must be a positive number of GiB, got {self.workspace_gib}.")
-
-
-@dataclass
-class BuildResult:
-    """What ``build_engines`` did: the loaded manifest and which files were built or reused."""
-
-    directory: Path
-    manifest: Manifest
-    built: list[str] = field(default_factory=list)
-    reused: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
 def build_engines(checkpoint: str | Path = "demo", out: str | Path | None = None,
-                  precisions: Sequence[str] = PRECISIONS, *, model=None, log: Callable[[str], None] | None = None,
-                  started: float | None = None, **options: Any) -> BuildResult:
+                  precisions: Sequence[str] = DEFAULT_PRECISIONS, *, model=None, log: Callable[[str], None] | None = None,
+                  started: float | None = None, check_up_to_date: bool = True, **options: Any) -> BuildResult:
     """Export a GenMask checkpoint to ONNX (and TensorRT plans where possible) with a manifest.
 
     Args:
         checkpoint: ``"demo"``, a checkpoint directory (``GenMaskModel.save_pretrained``) or a hub id.
         out: engines directory; default ``engines/<checkpoint name>`` under the working directory.
-        precisions: any of ``"fp32"``, ``"fp16"``, ``"int8"``.
+        precisions: any of ``"fp32"``, ``"fp16"``, ``"int8"``, ``"fp8"`` (default: the first three).
         model: an in-memory ``GenMaskModel`` to export instead of loading ``checkpoint`` (its
             "checkpoint sha256" is then a hash of its config and state dict).
         log: where progress lines go (default: print).
         started: ``time.perf_counter()`` when the caller began (the CLI: before importing torch), so
             the reported time is the whole wait; default: when this function is called.
+        check_up_to_date: first ask ``uptodate.up_to_date`` whether a rebuild would change nothing
+            (then the manifest is left as it is); False when the caller has just asked (the CLI).
         **options: fields of ``BuildOptions``: ``resolution`` (engine resolution R, default the
             config's), ``max_batch`` (8), ``max_prompt_tokens`` (the embedder's limit),
             ``calib`` ("demo", a folder — format in ``calibration.py`` — or "random"),
             ``calib_size`` (64), ``tensorrt`` ("auto" | "on" | "off"), ``workspace_gib`` (4),
-            ``force`` (rebuild everything), ``opset`` (18), ``int8_keep_blocks`` (1: first and
-            last block stay unquantized), ``check_samples`` (4), ``external_data_threshold``
+            ``force`` (rebuild everything), ``opset`` (18; the fp8 DiT declares 19, the first with
+            float8 QuantizeLinear), ``int8_keep_blocks`` (1: first and last block stay unquantized in
+            the int8 and fp8 DiTs), ``check_samples`` (4), ``external_data_threshold``
             (bytes of weights above which they go to ``<file>.data``), ``text_embedder`` (True:
             also export a MiniLM embedder as ONNX + tokenizer.json, so the engines run without
             torch), ``progress`` (tqdm bars).
@@ -139,12 +96,13 @@ def build_engines(checkpoint: str | Path = "demo", out: str | Path | None = None
     (``tensorrt="on"`` without TensorRT), ExportError / FidelityError (a graph failed its check).
     """
     start = time.perf_counter() if started is None else started
-    opts = BuildOptions(precisions=tuple(dict.fromkeys(precisions)), **options)
-    return _Build(checkpoint, out, opts, model, log or _print).run(start)
-
-
-def _print(line: str) -> None:
-    print(f"[build_engines] {line}", flush=True)
+    opts = build_options(precisions, **options)
+    log = log or print_line
+    if model is None and check_up_to_date:
+        result = up_to_date(checkpoint, out, opts, log=log, started=start)
+        if result is not None:
+            return result
+    return _Build(checkpoint, out, opts, model, log).run(start)
 
 
 class _Build:
@@ -153,9 +111,9 @@ class _Build:
     def __init__(self, checkpoint, out, opts: BuildOptions, model, log) -> None:
         self.opts, self.log, self._model = opts, log, model
         self.source, self.checkpoint_dir, self.checkpoint_hash, config = _resolve_source(checkpoint, model)
-        self.config = config.replace(resolution=opts.resolution) if opts.resolution else config
-        self.max_prompt_tokens = opts.max_prompt_tokens or self.config.embedder.max_prompt_tokens
-        self.out = Path(out) if out is not None else Path("engines") / _default_name(checkpoint, model)
+        self.config = opts.engine_config(config)
+        self.max_prompt_tokens = opts.prompt_tokens(self.config)
+        self.out = Path(out) if out is not None else _default_out(checkpoint, model)
         self.records: dict[tuple[str, str, str], dict] = {}
         self.staged: list[str] = []
         self.built: list[str] = []
@@ -179,17 +137,11 @@ class _Build:
         return self._model.eval()
 
     def build_inputs(self) -> dict:
-        tools = {k: v for k, v in tool_versions().items() if k != "tensorrt"}
-        return {"sdk_version": __version__, "checkpoint_sha256": self.checkpoint_hash,
-                "config": json.loads(self.config.to_json()), "opset": self.opts.opset,
-                "calib": calibration.describe(self.opts.calib), "calib_size": self.opts.calib_size,
-                "int8_keep_blocks": self.opts.int8_keep_blocks, "check_samples": self.check_count,
-                "external_data_threshold": self.opts.external_data_threshold,
-                "text_embedder": self.opts.text_embedder, "tools": tools}
+        return build_inputs(self.checkpoint_hash, self.config, self.opts)
 
     @property
     def check_count(self) -> int:
-        return min(self.opts.check_samples, self.opts.max_batch)
+        return self.opts.check_count
 
     def reference(self):
         if self._ref is None:
@@ -198,12 +150,27 @@ class _Build:
             self._ref = reference(self.model, calibration.encode(self.model, batch))
         return self._ref
 
+    def calibration_record(self) -> dict:
+        """What the int8/fp8 DiTs were calibrated on (the manifest's ``details.calibration``)."""
+        record = {"source": calibration.describe(self.opts.calib), "samples": len(self.calibration_feeds())}
+        warning = self._calibration_warning()
+        return {**record, "warning": warning} if warning else record
+
+    def _calibration_warning(self) -> str | None:
+        if self.opts.calib == "random":
+            return "calibrated on random inputs (--calib random): fine for smoke tests only"
+        if self.opts.calib in (None, "demo") and self.source != "demo":
+            return (f"{self.source} was calibrated on the demo's procedural scenes (the default --calib demo); for a "
+                    "real checkpoint pass --calib DIR with images and prompts from your robot's domain")
+        return None
+
     def calibration_feeds(self) -> list[dict]:
         if self._calib is None:
             from tqdm.auto import tqdm
 
-            if self.opts.calib == "random":
-                self.log("WARNING: int8 calibrated on random inputs (--calib random): fine for smoke tests only")
+            warning = self._calibration_warning()
+            if warning:
+                self.log(f"WARNING: int8/fp8 {warning}")
             batch = calibration.samples(self.opts.calib, self.opts.calib_size, self.config.resolution)
             if len(batch) < self.opts.calib_size:
                 self.log(f"calibration folder has {len(batch)} samples (< --calib-size {self.opts.calib_size}); using all")
@@ -260,8 +227,7 @@ class _Build:
             self.log("--force: rebuilding everything")
         elif data.get("format_version") != FORMAT_VERSION:
             self.log("previous manifest has another format version; rebuilding everything")
-        elif data.get("build_inputs") != json.loads(json.dumps(inputs)):
-            changed = sorted(k for k in inputs if (data.get("build_inputs") or {}).get(k) != json.loads(json.dumps(inputs[k])))
+        elif changed := changed_inputs(data.get("build_inputs"), inputs):
             self.log(f"inputs changed since the previous build ({', '.join(changed)}); rebuilding everything")
         else:
             return previous
@@ -341,10 +307,16 @@ class _Build:
         if (stage, precision) == ("vae_encoder", "fp16"):
             big = module_bytes(model.vae.encoder) // 2 > opts.external_data_threshold
             return convert_vae_to_fp16(self._source(stage), path, external_data=big)
-        source = self._source("dit")
-        return quantize_dit(source, path, self.calibration_feeds(), num_layers=int(self.config.transformer["num_layers"]),
-                            keep_blocks=opts.int8_keep_blocks, external_data=bool(external_data_files(source)),
-                            progress=opts.progress)
+        if stage == "dit" and precision in QUANTIZED:
+            from .quantize import quantize_dit
+
+            source = self._source("dit")
+            details = quantize_dit(DitGraph(model.one_step_dit()), source, path, self.calibration_feeds(), mode=precision,
+                                   num_layers=int(self.config.transformer["num_layers"]),
+                                   keep_blocks=opts.int8_keep_blocks, external_data=bool(external_data_files(source)),
+                                   progress=opts.progress)
+            return {**details, "calibration": self.calibration_record()}
+        raise ValueError(f"no exporter for the {precision} {stage}")
 
     def _record(self, stage, precision, path: Path, details: dict, seconds: float, fidelity: dict) -> dict:
         inputs, outputs = io_specs(path)
@@ -357,32 +329,20 @@ class _Build:
         return {"stage": stage, "precision": precision, "runtime": "onnx", **file_record(path),
                 "external_data": [file_record(path.parent / f) for f in external_data_files(path)],
                 "inputs": [s.to_json() for s in inputs], "outputs": [s.to_json() for s in outputs],
-                "profiles": self.profiles(stage), "opset": self.opts.opset, "export_seconds": round(seconds, 2),
+                "profiles": self.profiles(stage), "opset": details.get("opset", self.opts.opset), "export_seconds": round(seconds, 2),
                 "details": details, "graph": graph, "fidelity": fidelity}
 
     def profiles(self, stage: str) -> dict[str, list[list[int]]]:
-        """(min, opt, max) shapes for each input: batch 1..max_batch (opt 1), prompt length
-        1..max_prompt_tokens (opt half of it)."""
-        lmax = self.max_prompt_tokens
-        ranges = {}
-        for spec in signature(stage, self.config).inputs:
-            shapes = []
-            for batch, length in ((1, 1), (1, max(1, lmax // 2)), (self.opts.max_batch, lmax)):
-                dims = [batch] + [length if d is None else d for d in spec.shape[1:]]
-                shapes.append(dims)
-            ranges[spec.name] = shapes
-        return ranges
+        """(min, opt, max) shapes for each input of ``stage`` (``signatures.profiles``)."""
+        return signatures.profiles(stage, self.config, self.opts.max_batch, self.max_prompt_tokens)
 
     def _manifest(self, inputs: dict) -> dict:
-        sets = {}
-        for precision in self.opts.precisions:
-            onnx = {stage: graph_file(stage, p) for stage, p in SETS[precision].items()}
-            sets[precision] = {"onnx": onnx, "tensorrt": self.trt.set_files(precision)}
+        sets = {precision: {"onnx": onnx_set(precision), "tensorrt": self.trt.set_files(precision)}
+                for precision in self.opts.precisions}
         return {"format_version": FORMAT_VERSION, "sdk_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "config": json.loads(self.config.to_json()),
-                "checkpoint": {"source": self.source, "path": str(self.checkpoint_dir) if self.checkpoint_dir else None,
-                               "sha256": self.checkpoint_hash},
+                "checkpoint": checkpoint_entry(self.source, self.checkpoint_dir, self.checkpoint_hash),
                 "resolution": self.config.resolution, "max_batch": self.opts.max_batch,
                 "max_prompt_tokens": self.max_prompt_tokens, "build_inputs": inputs, "tools": tool_versions(),
                 "tensorrt": self.trt.summary,
@@ -397,7 +357,7 @@ def _resolve_source(checkpoint, model) -> tuple[str, Path | None, str, GenMaskCo
     """(source label, checkpoint directory or None, sha256, config)."""
     if model is not None:
         return "in-memory", None, _state_sha256(model), model.config
-    from ..model.genmask import resolve_checkpoint
+    from ..checkpoints import resolve_checkpoint
 
     directory = resolve_checkpoint(checkpoint)
     return str(checkpoint), directory, checkpoint_sha256(directory), GenMaskConfig.load(directory)
@@ -412,9 +372,8 @@ def _state_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def _default_name(checkpoint, model) -> str:
+def _default_out(checkpoint, model) -> Path:
     if model is not None:
-        return model.config.name or "model"
-    text = str(checkpoint).rstrip("/")
-    return Path(text).name or "model"
+        return Path("engines") / (model.config.name or "model")
+    return default_out(checkpoint)
 

@@ -128,12 +128,22 @@ def remove_stale_staging(out: Path, log: Callable[[str], None]) -> None:
     if not out.exists() and olds:
         log(f"restoring {out.name} from {olds[-1].name}: a build was interrupted while swapping directories")
         os.rename(olds[-1], out)
-        olds = olds[:-1]
-    for folder in [*parent.glob(f"{staging_prefix(out)}*"), *olds, *out.glob(".build-*")]:
+    for folder in build_leftovers(out):
         pid = folder.name.rsplit("-", 2)[-2] if folder.name.count("-") >= 2 else ""
         if folder.is_dir() and not (pid.isdigit() and _alive(int(pid))):
             log(f"removing {folder.name}: left by an interrupted build")
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def build_leftovers(out: Path) -> list[Path]:
+    """What builds into ``out`` leave while they run or when killed: staging folders, old directories
+    set aside by a two-rename swap, staging folders inside ``out`` (older versions)."""
+    out = Path(out)
+    parent = out.parent
+    if not parent.is_dir():
+        return []
+    return [*parent.glob(f"{staging_prefix(out)}*"), *sorted(parent.glob(f"{old_prefix(out)}*")),
+            *out.glob(".build-*")]
 
 
 def _alive(pid: int) -> bool:

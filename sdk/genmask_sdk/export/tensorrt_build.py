@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Mapping
 
-import torch
-
 from ..errors import ArtifactNotFoundError, BackendUnavailableError, ConfigError
 from ..runtime.shape_profiles import ShapeRange, format_profile_shapes, normalize_profiles
 from ..runtime.trt_api import import_tensorrt, require_supported_tensorrt, shared_logger
@@ -102,6 +100,8 @@ def tensorrt_available(trt: Any = None) -> tuple[bool, str]:
         version = require_supported_tensorrt(trt)
     except BackendUnavailableError as exc:
         return False, str(exc)
+    import torch  # only once TensorRT is there: without it the answer needs no torch
+
     if not torch.cuda.is_available():
         return False, (
             f"TensorRT {version} is installed but torch sees no CUDA GPU (torch "
@@ -336,6 +336,8 @@ def _attach_progress_monitor(trt: Any, builder_config: Any) -> Any:
 
 
 def _build_gpu_capability(given: tuple[int, int] | None) -> tuple[int, int] | None:
+    import torch
+
     if torch.cuda.is_available():
         return tuple(torch.cuda.get_device_capability())  # type: ignore[return-value]
     return tuple(given) if given is not None else None  # type: ignore[return-value]

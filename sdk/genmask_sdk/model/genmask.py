@@ -23,20 +23,15 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import CONFIG_NAME, EMBEDDERS, EmbedderSpec, GenMaskConfig
+from ..checkpoints import DEMO_NAME, demo_checkpoint_dir, resolve_checkpoint  # noqa: F401  (re-exported)
+from ..config import EMBEDDERS, EmbedderSpec, GenMaskConfig
 from ..errors import ArtifactMismatchError, ArtifactNotFoundError
 from .mask_head import LinearProbeHead
 from .vae import VaeEncoder, VaeMaskDecoder
 from .wan_forward import OneStepDiT
 
 MASK_HEAD_FILE = "mask_head.safetensors"
-DEMO_NAME = "demo"
 TEXT_PROJECTION_KEY = "condition_embedder.text_embedder.linear_1"
-
-
-def demo_checkpoint_dir() -> Path:
-    """Directory of the demo checkpoint shipped inside the package."""
-    return Path(__file__).resolve().parent.parent / "assets" / "demo_checkpoint"
 
 
 def fixed_noise(config: GenMaskConfig) -> torch.Tensor:
@@ -197,39 +192,6 @@ class GenMaskModel(nn.Module):
 
 
 # --------------------------------------------------------------------------------------- helpers
-def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    """``"demo"`` -> the shipped checkpoint; an existing directory -> itself; else a hub download."""
-    if str(name_or_path) == DEMO_NAME:
-        directory = demo_checkpoint_dir()
-        if not (directory / CONFIG_NAME).is_file():
-            raise ArtifactNotFoundError(
-                f"the demo checkpoint is missing from {directory}; reinstall genmask-sdk or retrain it with "
-                "'python -m genmask_sdk.train.demo'."
-            )
-        return directory
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists() or str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") != 1:
-        raise ArtifactNotFoundError(
-            f"{name_or_path} is not a checkpoint directory; pass 'demo', a directory written by "
-            "GenMaskModel.save_pretrained, or a hub id 'owner/name'."
-        )
-    return _download_from_hub(str(name_or_path))
-
-
-def _download_from_hub(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id))
-    except Exception as exc:  # network errors, missing repos and offline mode all land here
-        raise ArtifactNotFoundError(
-            f"could not fetch checkpoint {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
-            "Download it on a connected machine and pass the local directory instead."
-        ) from exc
-
-
 def _load_head_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ArtifactNotFoundError(f"{path} is missing; the checkpoint is incomplete, re-save it.")
