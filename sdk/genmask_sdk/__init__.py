@@ -1,13 +1,14 @@
 """genmask-sdk: GenMask referring segmentation on edge GPUs through ONNX and TensorRT.
 
-``from genmask_sdk import Segmenter, MaskResult``. They are imported on first use, so importing
-the package (and ``genmask --help``) does not load torch.
+``from genmask_sdk import Segmenter, InstanceSegmenter, MaskResult``. They are imported on first
+use, so importing the package (and ``genmask --help``) does not load torch.
 """
 
 __version__ = "0.1.0"
-__all__ = ["MaskResult", "Segmenter", "Timings", "__version__"]
+__all__ = ["InstanceSegmenter", "MaskResult", "Segmenter", "Timings", "__version__"]
 
-_LAZY = {"Segmenter": "segmenter", "MaskResult": "results", "Timings": "results"}
+_LAZY = {"Segmenter": "segmenter", "InstanceSegmenter": "instance.segmenter", "MaskResult": "results",
+         "Timings": "results"}
 
 
 def __getattr__(name: str):

@@ -1,8 +1,14 @@
 """The ``genmask`` command line: ``segment``, ``build`` and ``info``.
 
 This module only parses arguments and calls library functions (``Segmenter``,
-``engine_dir.read_manifest``, ``genmask_sdk.export.cli.main``). Exit codes: 0 success, 2 a user
-error -- bad usage or a GenMask error -- with one line on stderr and no traceback.
+``InstanceSegmenter``, ``engine_dir.read_manifest``, ``genmask_sdk.export.cli.main``). Exit codes:
+0 success, 2 a user error -- bad usage or a GenMask error -- with one line on stderr and no
+traceback.
+
+``genmask segment IMAGE PROMPT...`` runs a GenMask model (text prompts); ``genmask segment IMAGE
+--point X,Y [--negative X,Y] ...`` or ``--everything`` runs a gen2seg model (``InstanceSegmenter``).
+Which one is chosen by those options and by the family of ``--checkpoint`` / ``--engines``
+(``families.family_of``); a mismatch is a one-line error that says what to pass instead.
 """
 
 from __future__ import annotations
@@ -27,13 +33,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log backend choices and loading steps")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    seg = commands.add_parser("segment", help="segment the object(s) named by PROMPT in IMAGE",
-                              description="Segment IMAGE for each PROMPT; prints timings, mask area and score.")
+    seg = commands.add_parser(
+        "segment", help="segment the object(s) named by PROMPT (GenMask) or picked by --point (gen2seg) in IMAGE",
+        description="Segment IMAGE for each PROMPT with a GenMask model, or, with a gen2seg model, the object at "
+                    "--point X,Y (several --point/--negative allowed) or every object (--everything); prints "
+                    "timings, mask area and score.")
     seg.add_argument("image", metavar="IMAGE", help="image file (PNG/JPEG; EXIF orientation honoured)")
-    seg.add_argument("prompts", metavar="PROMPT", nargs="+", help='phrase such as "the red circle"; several allowed')
+    seg.add_argument("prompts", metavar="PROMPT", nargs="*",
+                     help='phrase such as "the red circle"; several allowed (GenMask models)')
     source = seg.add_mutually_exclusive_group()
     source.add_argument("--engines", metavar="DIR", help="engines directory written by 'genmask build'")
-    source.add_argument("--checkpoint", metavar="NAME", help="'demo' or a checkpoint directory (PyTorch backend)")
+    source.add_argument("--checkpoint", metavar="NAME",
+                        help="'demo', a checkpoint directory or, for gen2seg, a hub id such as reachomk/gen2seg-sd "
+                             "(PyTorch backend)")
+    seg.add_argument("--point", metavar="X,Y", action="append", default=[],
+                     help="gen2seg: select the object at pixel X,Y of IMAGE (x right, y down); repeat for more")
+    seg.add_argument("--negative", metavar="X,Y", action="append", default=[],
+                     help="gen2seg: exclude the object at pixel X,Y (with --point); repeat for more")
+    seg.add_argument("--everything", action="store_true",
+                     help="gen2seg: find every object (a grid of point prompts, de-duplicated)")
+    seg.add_argument("--grid", type=int, default=None, metavar="N",
+                     help="with --everything: N x N grid points (default 16)")
     seg.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "torch"],
                      help="with --engines (default: auto, the fastest available)")
     seg.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="with --engines")
@@ -41,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--reason", action="store_true",
                      help="treat each PROMPT as an instruction: the VLM names its target first, then that phrase is "
                           "segmented (Qwen2.5-VL embedders only)")
-    seg.add_argument("--out", metavar="PNG", help="write an overlay of all masks on the image")
+    seg.add_argument("--out", metavar="PNG",
+                     help="write an overlay of all masks on the image (gen2seg: the selected mask and its points, "
+                          "or every instance in its own colour)")
     seg.add_argument("--json", action="store_true", help="print machine-readable results (with COCO RLE)")
 
     commands.add_parser("build", help="export and build engines (delegates to genmask_sdk.export.cli)",
@@ -58,7 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "build":
         return _build(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "segment" and not (args.prompts or args.point or args.negative or args.everything):
+        _subparser(parser, "segment").error(  # exits 2, as argparse does for a missing argument
+            "the following arguments are required: PROMPT (GenMask), or --point X,Y / --everything (gen2seg)")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="genmask: %(message)s")
     try:
         return _segment(args) if args.command == "segment" else _info(args)
@@ -69,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
 
 
 def _build(argv: list[str]) -> int:
@@ -106,9 +139,14 @@ def overlay_target(out: str) -> tuple[Path, str]:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from .segmenter import Segmenter
+    from .families import GEN2SEG, family_of
 
     target = overlay_target(args.out) if args.out else None
+    source = args.engines or args.checkpoint
+    family = family_of(source) if source else None
+    if args.point or args.negative or args.everything or family == GEN2SEG:
+        return _segment_instances(args, target, source, family)
+    from .segmenter import Segmenter
 
     if not args.verbose and "transformers" in sys.modules:  # a PyTorch embedder was loaded: no bars
         from transformers.utils import logging as hf_logging
@@ -152,6 +190,109 @@ def _segment(args: argparse.Namespace) -> int:
     if args.out:
         print(f"overlay written to {args.out}")
     return 0
+
+
+def _segment_instances(args: argparse.Namespace, target: tuple[Path, str] | None, source: str | None,
+                       family: str | None) -> int:
+    """``genmask segment IMAGE --point X,Y ... | --everything`` with a gen2seg model."""
+    from .errors import InvalidInputError
+    from .families import GEN2SEG, GEN2SEG_DEMO, GENMASK
+
+    if args.prompts:
+        if family == GEN2SEG:
+            raise InvalidInputError(f"{source} is a gen2seg model: it selects objects by points, not phrases "
+                                    f"({args.prompts[0]!r}); use --point X,Y (--negative X,Y to exclude) or --everything.")
+        raise InvalidInputError("PROMPT phrases and --point/--negative/--everything cannot be combined: phrases need a "
+                                "GenMask model, points a gen2seg one.")
+    if family == GENMASK:
+        raise InvalidInputError(f"{source} is a GenMask model: it segments PROMPT phrases, not --point/--everything; "
+                                "give phrases (genmask segment IMAGE 'the red circle' ...) or a gen2seg checkpoint.")
+    if args.everything and (args.point or args.negative):
+        raise InvalidInputError("--everything finds every object; it cannot be combined with --point/--negative.")
+    if args.negative and not args.point:
+        raise InvalidInputError("--negative X,Y excludes an object from a selection: give at least one --point X,Y.")
+    if args.grid is not None and not args.everything:
+        raise InvalidInputError("--grid sets the point grid of --everything; add --everything or drop --grid.")
+    if args.reason:
+        raise InvalidInputError("--reason needs a GenMask model with a Qwen2.5-VL embedder; gen2seg takes points.")
+    points = [_xy(text, "--point") for text in args.point] + [_xy(text, "--negative") for text in args.negative]
+    labels = [1] * len(args.point) + [0] * len(args.negative)
+    options = {"grid": args.grid} if args.grid is not None else {}
+    from .instance.segmenter import InstanceSegmenter, instance_overlay
+
+    if args.engines:
+        segmenter = InstanceSegmenter.from_engines(args.engines, backend=args.backend, precision=args.precision,
+                                                   device=args.device)
+    else:
+        if args.backend not in ("auto", "torch") or args.precision != "fp32":
+            print("genmask segment: error: --backend/--precision need --engines; a checkpoint runs in PyTorch fp32.",
+                  file=sys.stderr)
+            return 2
+        segmenter = InstanceSegmenter.from_pretrained(args.checkpoint or GEN2SEG_DEMO, device=args.device or "cpu")
+    with segmenter:
+        if args.everything:
+            results = segmenter.segment_everything(args.image, **options)
+        else:
+            results = [segmenter.predict(args.image, points=points, labels=labels)]
+        described = segmenter.describe()
+    if results:
+        size = results[0].size
+    else:  # nothing found: the size (and the overlay's background) from the image itself
+        from .runtime.imaging import load_image
+
+        size = load_image(args.image).shape[:2]
+    if target is not None:
+        from .io import atomic_path
+
+        overlay = instance_overlay(results, image=None if results else args.image)
+        path, image_format = target
+        with atomic_path(path) as tmp:
+            overlay.convert("RGB").save(tmp, format=image_format)
+    mode = "everything" if args.everything else "points"
+    if args.json:
+        payload = {"image": args.image, "size": list(size), "family": "gen2seg", "variant": described["variant"],
+                   "mode": mode,
+                   "backend": {k: described[k] for k in ("backend", "precision", "provider", "device", "source")},
+                   "results": [r.to_dict() for r in results], "overlay": args.out}
+        print(json.dumps(payload, indent=2))
+        return 0
+    variant = f"gen2seg-{described['variant']}" if described.get("variant") else "gen2seg"
+    print(f"{variant}: {described['backend']} {described['precision']} on {described['device']} "
+          f"({described['source']['path'] or 'in-memory model'})")
+    height, width = size
+    for index, result in enumerate(results):
+        share = 100.0 * result.area / (height * width)
+        if args.everything:
+            (x, y), = result.points
+            what = f"#{index + 1} at ({x:g}, {y:g})"
+            extra = f", stability {result.stability:.3f}"
+        else:
+            what = "points " + " ".join(f"({x:g}, {y:g}){'+' if label else '-'}"
+                                         for (x, y), label in zip(result.points, result.labels))
+            extra = ""
+        print(f"{what}: area {result.area} px ({share:.1f}% of {width}x{height}), score {result.score:.3f}{extra}")
+    if args.everything:
+        print(f"{len(results)} object(s) found")
+    if results:
+        print(f"timings ({mode}, one call): {results[0].timings}")
+    if args.out:
+        print(f"overlay written to {args.out}")
+    return 0
+
+
+def _xy(text: str, option: str) -> tuple[float, float]:
+    """``"120,80"`` -> (120.0, 80.0); InvalidInputError otherwise."""
+    from .errors import InvalidInputError
+
+    parts = text.replace(" ", "").split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        x, y = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise InvalidInputError(f"{option} {text!r} is not X,Y: two numbers separated by a comma, in pixels of IMAGE "
+                                f"(x to the right, y down), e.g. {option} 120,80.") from None
+    return x, y
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""What ``Segmenter.predict`` returns: one ``MaskResult`` per prompt, and its ``Timings``.
+"""What ``Segmenter.predict`` returns: one ``MaskResult`` per prompt, and its ``Timings``
+(``InstanceSegmenter`` returns the same classes: one ``MaskResult`` per point prompt or instance).
 
 Coordinates: arrays are (H, W) at the original image size (after EXIF rotation for files); row 0
 is the top, column 0 the left.
@@ -21,19 +22,23 @@ from .errors import InputTypeError, InvalidInputError
 #: ``embed_image``: the VLM's image prefix (vision tower + prefill; 0 for text-only embedders);
 #: ``reason``: stage 1 of reasoning mode; ``embed``: the prompts on that prefix.
 STAGES = ("preprocess", "embed_image", "reason", "embed", "vae_encoder", "dit", "mask_head", "postprocess", "total")
+#: Stage names of ``InstanceSegmenter`` (gen2seg): ``colorize`` is the model (image -> instance
+#: colour map at the original size), ``prompt`` the host-side point prompt or segment-everything step.
+INSTANCE_STAGES = ("preprocess", "colorize", "prompt", "postprocess", "total")
 DEFAULT_COLOR = (0, 160, 255)
 
 
 class Timings(Mapping):
-    """Milliseconds per stage (``STAGES``), read-only. ``cached`` names stages that did not run
-    because their result was reused (``set_image``); they show 0.0.
+    """Milliseconds per stage (``stages``, default ``STAGES``), read-only. ``cached`` names stages
+    that did not run because their result was reused (``set_image``); they show 0.0.
 
     With several prompts the values are those of the whole call (batched stages are shared), so
     every result of one call carries the same ``Timings``.
     """
 
-    def __init__(self, ms: Mapping[str, float], cached: tuple[str, ...] = ()) -> None:
-        self._ms = {stage: float(ms.get(stage, 0.0)) for stage in STAGES}
+    def __init__(self, ms: Mapping[str, float], cached: tuple[str, ...] = (),
+                 stages: tuple[str, ...] = STAGES) -> None:
+        self._ms = {stage: float(ms.get(stage, 0.0)) for stage in stages}
         self.cached = tuple(cached)
 
     def __getitem__(self, stage: str) -> float:
@@ -59,7 +64,8 @@ class Timings(Mapping):
 
 @dataclass(frozen=True, eq=False)
 class MaskResult:
-    """The mask for one prompt.
+    """The mask for one prompt (a phrase for ``Segmenter``; points, or one found instance, for
+    ``InstanceSegmenter``).
 
     Attributes:
         mask: bool (H, W), read-only; True inside the referred object (``logits > 0``).
@@ -72,15 +78,25 @@ class MaskResult:
         timings: per-stage milliseconds of the call that produced it.
         phrase: the phrase the DiT segmented: ``prompt`` itself, or with ``reason=True`` the
             VLM's answer naming the target.
+        points: ``InstanceSegmenter`` only (else None): the (x, y) prompt points in original image
+            pixels (x right, y down); for ``segment_everything``, the grid point that found the instance.
+        labels: ``InstanceSegmenter`` only: 1 (positive) or 0 (negative) per point.
+        stability: ``segment_everything`` only: IoU of the instance's masks at threshold ± offset.
+
+    For ``InstanceSegmenter`` results ``prompt`` and ``phrase`` are None, ``logits`` is the prompt
+    score map in [0, 1] (``mask`` = score · 255 > threshold) and ``score`` its mean inside the mask.
     """
 
     mask: np.ndarray
     logits: np.ndarray
     score: float
-    prompt: str
+    prompt: str | None
     timings: Timings
     phrase: str | None = None
     _image: Any = field(default=None, repr=False)  # (H, W, 3) float32 [0, 1] array, for overlay()
+    points: tuple[tuple[float, float], ...] | None = None
+    labels: tuple[int, ...] | None = None
+    stability: float | None = None
 
     def __post_init__(self) -> None:
         if self.phrase is None:
@@ -105,9 +121,17 @@ class MaskResult:
         return encode_rle(self.mask)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: prompt, phrase, score, area, size, RLE and timings."""
-        return {"prompt": self.prompt, "phrase": self.phrase, "score": round(self.score, 6), "area": self.area,
+        """JSON-ready: prompt, phrase, score, area, size, RLE and timings (and, when set, points,
+        labels and stability)."""
+        data = {"prompt": self.prompt, "phrase": self.phrase, "score": round(self.score, 6), "area": self.area,
                 "size": list(self.size), "rle": self.to_rle(), "timings": self.timings.to_dict()}
+        if self.points is not None:
+            data["points"] = [[_number(x), _number(y)] for x, y in self.points]
+        if self.labels is not None:
+            data["labels"] = [int(label) for label in self.labels]
+        if self.stability is not None:
+            data["stability"] = round(float(self.stability), 6)
+        return data
 
     def overlay(self, image: Any = None, color: Any = DEFAULT_COLOR, alpha: float = 0.5) -> Image.Image:
         """RGB PIL image with the mask blended in ``color`` (RGB tuple or a CSS name) at ``alpha``.
@@ -151,8 +175,20 @@ class MaskResult:
 
     def __repr__(self) -> str:
         height, width = self.size
+        if self.prompt is None and self.points is not None:
+            labels = self.labels or (1,) * len(self.points)
+            shown = ", ".join(f"({_number(x)}, {_number(y)}){'+' if label else '-'}"
+                              for (x, y), label in zip(self.points, labels))
+            stable = f", stability={self.stability:.3f}" if self.stability is not None else ""
+            return f"MaskResult(points=[{shown}], score={self.score:.3f}{stable}, area={self.area}, size={width}x{height})"
         reasoned = f", phrase={self.phrase!r}" if self.phrase != self.prompt else ""
         return f"MaskResult(prompt={self.prompt!r}{reasoned}, score={self.score:.3f}, area={self.area}, size={width}x{height})"
+
+
+def _number(value: Any) -> int | float:
+    """A coordinate for JSON and repr: an int when it is whole (12.0 -> 12)."""
+    value = float(value)
+    return int(value) if value.is_integer() else value
 
 
 def _color(color: Any) -> tuple[int, int, int]:

@@ -1,0 +1,176 @@
+"""*Segment everything* on a gen2seg instance colour map: a grid of single-point prompts.
+
+Like SAM's automatic mask generator, with the steps adapted to colour maps:
+
+1. **Grid**: ``grid × grid`` points at the centres of equal cells, rounded to the nearest pixel
+   (so a point never sits exactly between two pixels), duplicates removed.
+2. **Query colour**: the Gaussian-weighted mean colour around the point
+   (:func:`~genmask_sdk.instance.prompts.query_colour`), as for a user's click. **Edge points**:
+   when no pixel of the map is within ``max_query_gap`` RGB units of that colour, the Gaussian
+   window straddles an edge and averages colours into one that exists nowhere; the unclamped
+   similarity would then accept a wide range of colours (prompts module docs), so such a point
+   prompts with its own pixel's colour instead. Inside a flat region the gap is 0. (On a flat
+   map this also finds regions narrower than the Gaussian window, about 6 sigma.)
+3. **Skip background**: a point whose query colour has a Euclidean norm below
+   ``background_level`` RGB units (default 10, about 2 % of white's norm 441.7) is on the black
+   background: gen2seg paints the background (0, 0, 0), and decoded maps are rarely exactly 0.
+4. **Prompt**: one positive point, exactly as :func:`~genmask_sdk.instance.prompts
+   .point_prompt_mask`, except that the query colour is rounded to 0.01 RGB units so that all
+   the points on one flat region share one computation (their masks are identical).
+5. **Quality**: ``stability`` = IoU of the masks thresholded at ``threshold + stability_offset``
+   and at ``threshold − stability_offset`` (lower bound clipped at 0), both on the final score in
+   0–255 units; the high mask lies inside the low one, so it is ``area(high) / area(low)``.
+   ``score`` = mean of the score map ([0, 1]) over the mask. Masks with fewer than ``min_area``
+   pixels, ``stability < min_stability``, or whose mean colour is background (norm below
+   ``background_level``) are dropped.
+6. **De-duplicate**: greedy, by descending (score, stability, area): a mask whose IoU with an
+   already kept mask exceeds ``iou_dedup`` is dropped.
+7. **Sort** by area, largest first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, InputTypeError
+from .prompts import (ColourMap, PromptConfig, _query_colour, as_colour_map, colour_distance, score_map_255,
+                      similarity_from_distance)
+
+__all__ = ["InstanceMask", "segment_everything"]
+
+
+@dataclass(frozen=True)
+class InstanceMask:
+    """One object found by :func:`segment_everything`.
+
+    mask: bool H×W. score: mean of the [0, 1] score map over the mask. stability: IoU of the
+    masks at threshold ± offset, in [0, 1]. point: (x, y) pixel of the first grid point that
+    produced the mask (x right, y down). area: mask pixels. bbox: (x0, y0, x1, y1), inclusive
+    x0/y0, exclusive x1/y1, in pixels (``mask[y0:y1, x0:x1]`` holds the whole mask).
+    """
+
+    mask: np.ndarray
+    score: float
+    stability: float
+    point: tuple[int, int]
+    area: int
+    bbox: tuple[int, int, int, int]
+
+
+def grid_points(height: int, width: int, grid: int) -> list[tuple[int, int]]:
+    """``grid × grid`` cell centres as integer (x, y) pixels, row by row (y, then x), no duplicates."""
+    xs = np.clip(np.rint((np.arange(grid) + 0.5) * width / grid - 0.5), 0, width - 1).astype(int)
+    ys = np.clip(np.rint((np.arange(grid) + 0.5) * height / grid - 0.5), 0, height - 1).astype(int)
+    return list(dict.fromkeys((int(x), int(y)) for y in ys for x in xs))
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a non-empty bool mask: inclusive start, exclusive end, pixels."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def stability_score(score_255: np.ndarray, threshold: float, offset: float) -> float:
+    """IoU between the masks ``score_255 > threshold + offset`` and ``> max(threshold − offset, 0)``."""
+    low = np.count_nonzero(score_255 > max(threshold - offset, 0.0))
+    high = np.count_nonzero(score_255 > threshold + offset)
+    return high / low if low else 0.0
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks (0 when both are empty)."""
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 0.0
+
+
+def _check_parameters(grid: Any, iou_dedup: Any, min_area: Any, stability_offset: Any, min_stability: Any,
+                      background_level: Any, max_query_gap: Any) -> None:
+    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 1:
+        raise ConfigError(f"grid must be a positive integer (points per side), got {grid!r}")
+    if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 0:
+        raise ConfigError(f"min_area must be an integer >= 0 (pixels), got {min_area!r}")
+    for name, value, low, high in (("iou_dedup", iou_dedup, 0.0, 1.0), ("min_stability", min_stability, 0.0, 1.0),
+                                   ("stability_offset", stability_offset, 0.0, 255.0),
+                                   ("background_level", background_level, 0.0, 442.0),
+                                   ("max_query_gap", max_query_gap, 0.0, 442.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not low <= value <= high:
+            raise ConfigError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+
+
+def segment_everything(colour_map: Any, config: PromptConfig = PromptConfig(), grid: int = 16,
+                       iou_dedup: float = 0.7, min_area: int = 16, stability_offset: float = 2.0,
+                       min_stability: float = 0.9, background_level: float = 10.0,
+                       max_query_gap: float = 1.0) -> list[InstanceMask]:
+    """Every object of a gen2seg instance colour map, each once, largest first.
+
+    colour_map: H×W×3 RGB, uint8 or float in [0, 255]. config: the point-prompt parameters.
+    grid: points per side. iou_dedup: masks overlapping a better one by more than this IoU are
+    dropped. min_area: smallest kept mask, pixels. stability_offset, min_stability: see the module
+    docs (offset in 0–255 score units around ``config.threshold``). background_level: colour norm
+    (0–255 RGB units) below which a query or a mask's mean colour counts as background.
+    max_query_gap: RGB distance from a query to the nearest colour in the map above which the
+    point is taken as lying on an edge and prompts with its own pixel's colour.
+    Returns a list of :class:`InstanceMask` (empty for an all-black map).
+    """
+    if not isinstance(config, PromptConfig):
+        raise InputTypeError(f"config must be a PromptConfig, got {type(config).__name__}")
+    _check_parameters(grid, iou_dedup, min_area, stability_offset, min_stability, background_level, max_query_gap)
+    cmap = as_colour_map(colour_map)
+    resolved: dict[tuple[float, ...], tuple[float, ...]] = {}   # Gaussian query -> query used
+    candidates: dict[tuple[float, ...], InstanceMask | None] = {}
+    for x, y in grid_points(cmap.height, cmap.width, int(grid)):
+        gaussian = _rounded_key(_query_colour(cmap.rgb, x, y, config.sigma))
+        if gaussian not in resolved:
+            resolved[gaussian] = _query_for_point(cmap.rgb, gaussian, (x, y), max_query_gap)
+        query = resolved[gaussian]
+        if query in candidates or np.linalg.norm(query) < background_level:
+            continue
+        distance = colour_distance(cmap.rgb, np.array(query))
+        candidates[query] = _candidate(cmap, distance, (x, y), config, stability_offset)
+    kept = [c for c in candidates.values() if c is not None and c.area >= min_area and c.stability >= min_stability
+            and not _is_background(cmap.rgb, c.mask, background_level)]
+    return sorted(_deduplicate(kept, iou_dedup), key=lambda c: -c.area)
+
+
+def _rounded_key(colour: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(value) for value in np.round(colour, 2))
+
+
+def _query_for_point(rgb: np.ndarray, gaussian: tuple[float, ...], point: tuple[int, int],
+                     max_query_gap: float) -> tuple[float, ...]:
+    """The Gaussian query colour if some pixel is within ``max_query_gap`` of it, else the point's
+    own pixel colour (an edge point, see the module docs)."""
+    if colour_distance(rgb, np.array(gaussian)).min() <= max_query_gap:
+        return gaussian
+    x, y = point
+    return _rounded_key(rgb[y, x])
+
+
+def _candidate(cmap: ColourMap, distance: np.ndarray, point: tuple[int, int], config: PromptConfig,
+               stability_offset: float) -> InstanceMask | None:
+    score = similarity_from_distance(distance, config)
+    final = score_map_255(score, np.ones(score.shape, dtype=bool), cmap, config)
+    mask = final > config.threshold
+    area = int(np.count_nonzero(mask))
+    if area == 0:
+        return None
+    return InstanceMask(mask=mask, score=float(final[mask].mean() / 255.0),
+                        stability=float(stability_score(final, config.threshold, stability_offset)),
+                        point=point, area=area, bbox=mask_bbox(mask))
+
+
+def _is_background(rgb: np.ndarray, mask: np.ndarray, background_level: float) -> bool:
+    return float(np.linalg.norm(rgb[mask].mean(axis=0))) < background_level
+
+
+def _deduplicate(candidates: list[InstanceMask], iou_dedup: float) -> list[InstanceMask]:
+    kept: list[InstanceMask] = []
+    for candidate in sorted(candidates, key=lambda c: (-c.score, -c.stability, -c.area)):
+        if all(mask_iou(candidate.mask, other.mask) <= iou_dedup for other in kept):
+            kept.append(candidate)
+    return kept

@@ -1,0 +1,330 @@
+"""gen2seg host-side prompts (genmask_sdk.instance): point prompts and segment-everything on
+synthetic instance colour maps (flat colours on black), input validation, the OpenCV-contrib
+requirement of the refinement, and the package importing without torch or cv2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import genmask_sdk
+from genmask_sdk.errors import BackendUnavailableError, ConfigError, GenMaskError, InputTypeError, InvalidInputError
+from genmask_sdk.instance import (InstanceMask, PromptConfig, point_prompt_mask, query_colour, segment_everything,
+                                  similarity)
+
+H, W = 64, 96
+
+
+def region_masks() -> dict[str, np.ndarray]:
+    """Five flat regions on a 64×96 canvas (two of them touching), as bool masks."""
+    yy, xx = np.mgrid[:H, :W]
+    masks = {name: np.zeros((H, W), dtype=bool) for name in ("red", "green", "blue_disc", "yellow", "grey")}
+    masks["red"][5:25, 5:30] = True
+    masks["green"][5:25, 30:55] = True          # touches red along x = 29 | 30
+    masks["blue_disc"][(yy - 45) ** 2 + (xx - 72) ** 2 <= 12 ** 2] = True
+    masks["yellow"][35:60, 5:25] = True
+    masks["grey"][40:52, 36:48] = True
+    return masks
+
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 220, 40), "blue_disc": (40, 40, 230), "yellow": (230, 200, 30),
+           "grey": (200, 200, 200)}
+INSIDE = {"red": (15, 15), "green": (42, 14), "blue_disc": (72, 45), "yellow": (14, 47), "grey": (41, 45)}
+
+
+def paint(masks: dict[str, np.ndarray], colours: dict[str, tuple[int, int, int]]) -> np.ndarray:
+    image = np.zeros((H, W, 3), dtype=np.uint8)
+    for name, mask in masks.items():
+        image[mask] = colours[name]
+    return image
+
+
+@pytest.fixture(scope="module")
+def scene() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    masks = region_masks()
+    return paint(masks, COLOURS), masks
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return np.count_nonzero(a & b) / max(np.count_nonzero(a | b), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# (1) a point inside a flat region selects exactly that region
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_point_inside_each_region_gives_its_exact_mask(scene, refine):
+    colour_map, masks = scene
+    for name, point in INSIDE.items():
+        mask, score = point_prompt_mask(colour_map, [point], config=PromptConfig(refine=refine))
+        assert mask.dtype == bool and mask.shape == (H, W)
+        assert score.dtype == np.float32 and score.shape == (H, W)
+        assert 0.0 <= score.min() and score.max() <= 1.0
+        assert np.array_equal(mask, masks[name]), f"{name}: {np.count_nonzero(mask ^ masks[name])} pixels differ"
+        if refine:   # the refined score is the filter's uint8 output / 255; mask = that value > 3
+            assert np.array_equal(mask, np.rint(score.astype(np.float64) * 255) > 3)
+
+
+def test_float_colour_map_and_one_bare_point_are_accepted(scene):
+    colour_map, masks = scene
+    mask, _ = point_prompt_mask(colour_map.astype(np.float32), INSIDE["blue_disc"], labels=[1])
+    assert np.array_equal(mask, masks["blue_disc"])
+
+
+def test_query_colour_is_the_region_colour_inside_and_a_blend_on_an_edge(scene):
+    colour_map, _ = scene
+    assert np.allclose(query_colour(colour_map, INSIDE["red"]), COLOURS["red"], atol=1e-3)
+    # x = 29.5 is halfway between the last red column and the first green one: an equal blend
+    blend = query_colour(colour_map, (29.5, 15))
+    assert np.allclose(blend, (np.array(COLOURS["red"]) + COLOURS["green"]) / 2, atol=1e-3)
+    # a tiny sigma does not underflow to black: the nearest pixel's colour
+    assert np.allclose(query_colour(colour_map, (10.3, 7.7), sigma=1e-5), COLOURS["red"], atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# (2) several positive points: the union
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_positive_points_on_two_objects_give_their_union(scene, refine):
+    colour_map, masks = scene
+    mask, score = point_prompt_mask(colour_map, [INSIDE["red"], INSIDE["blue_disc"]], labels=[1, 1],
+                                    config=PromptConfig(refine=refine))
+    assert np.array_equal(mask, masks["red"] | masks["blue_disc"])
+    assert score[masks["red"]].min() > 0.9 and score[masks["blue_disc"]].min() > 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# (3) a negative point on a similar-coloured neighbour removes it
+# ---------------------------------------------------------------------------------------------
+
+SIMILAR = {"a": (200, 60, 60), "b": (225, 80, 50)}   # 33.5 RGB units apart
+
+
+@pytest.fixture(scope="module")
+def similar_neighbours() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a = np.zeros((H, W), dtype=bool)
+    b = np.zeros((H, W), dtype=bool)
+    a[10:50, 10:40] = True
+    b[10:50, 40:80] = True
+    image = np.zeros((H, W, 3), dtype=np.uint8)
+    image[a], image[b] = SIMILAR["a"], SIMILAR["b"]
+    return image, a, b
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_negative_point_removes_a_similar_neighbour_with_the_clamped_similarity(similar_neighbours, refine):
+    image, a, b = similar_neighbours
+    config = PromptConfig(refine=refine, clamp_similarity=True)
+    alone, _ = point_prompt_mask(image, [(20, 30)], config=config)
+    assert np.array_equal(alone, a | b)   # clamped: colours within ~65-85 RGB units pass the threshold
+    mask, score = point_prompt_mask(image, [(20, 30), (60, 30)], labels=[1, 0], config=config)
+    assert np.array_equal(mask, a)        # the filter cannot smear b back in: vetoed pixels stay 0
+    assert score[b].max() == 0.0
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_negative_point_removes_a_neighbour_selected_by_an_edge_point(similar_neighbours, refine):
+    image, a, b = similar_neighbours
+    config = PromptConfig(refine=refine)
+    on_edge = (39.5, 30)   # the query is the blend of a and b: both are nearest colours
+    union, _ = point_prompt_mask(image, [on_edge], config=config)
+    assert np.array_equal(union, a | b)
+    mask, _ = point_prompt_mask(image, [on_edge, (60, 30)], labels=[1, 0], config=config)
+    assert np.array_equal(mask, a)
+
+
+def test_negative_point_on_the_positive_region_removes_it(scene):
+    colour_map, masks = scene
+    mask, _ = point_prompt_mask(colour_map, [INSIDE["red"], (20, 20), INSIDE["green"]], labels=[1, 0, 1],
+                                config=PromptConfig(refine=False))
+    assert np.array_equal(mask, masks["green"])   # a negative wins ties
+
+
+# ---------------------------------------------------------------------------------------------
+# (4) segment everything
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_segment_everything_finds_every_flat_region_once(scene, refine):
+    colour_map, masks = scene
+    found = segment_everything(colour_map, config=PromptConfig(refine=refine))
+    assert len(found) == len(masks)
+    assert all(isinstance(item, InstanceMask) for item in found)
+    for name, truth in masks.items():
+        matches = [item for item in found if iou(item.mask, truth) >= 0.95]
+        assert len(matches) == 1, f"{name} matched {len(matches)} masks"
+    areas = [item.area for item in found]
+    assert areas == sorted(areas, reverse=True)
+    for item in found:
+        x0, y0, x1, y1 = item.bbox
+        ys, xs = np.nonzero(item.mask)
+        assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert item.area == np.count_nonzero(item.mask)
+        assert item.mask[item.point[1], item.point[0]]
+        assert 0.9 <= item.stability <= 1.0 and 0.9 <= item.score <= 1.0
+
+
+def test_segment_everything_finds_a_bar_narrower_than_the_query_window():
+    # sigma = 0.01 of the width is ~1 px here; a 3-px bar has no point whose Gaussian window lies
+    # inside it, so its grid points prompt with their own pixel's colour (edge points)
+    bar = np.zeros((H, W), dtype=bool)
+    bar[10:50, 60:63] = True
+    block = np.zeros((H, W), dtype=bool)
+    block[10:50, 63:90] = True
+    colour_map = np.zeros((H, W, 3), dtype=np.uint8)
+    colour_map[bar], colour_map[block] = (230, 60, 200), (40, 200, 90)
+    found = segment_everything(colour_map, config=PromptConfig(refine=False), min_area=16)
+    assert len(found) == 2
+    assert iou(found[0].mask, block) == 1.0 and iou(found[1].mask, bar) == 1.0
+
+
+def test_segment_everything_on_an_all_black_map_finds_nothing():
+    assert segment_everything(np.zeros((H, W, 3), dtype=np.uint8)) == []
+
+
+def test_segment_everything_drops_regions_below_min_area(scene):
+    colour_map, masks = scene
+    found = segment_everything(colour_map, config=PromptConfig(refine=False), min_area=200)
+    assert len(found) == len(masks) - 1 and all(item.area >= 200 for item in found)   # grey is 144 px
+
+
+def test_segment_everything_rejects_bad_parameters(scene):
+    with pytest.raises(ConfigError, match="grid"):
+        segment_everything(scene[0], grid=0)
+    with pytest.raises(ConfigError, match="iou_dedup"):
+        segment_everything(scene[0], iou_dedup=1.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# (5) bad inputs: typed errors that say what was wrong
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("points, labels, error, words", [
+    ([(100, 10)], None, InvalidInputError, ["point 0", "x=100", "96x64", "[0, 95]"]),
+    ([(10, 10), (5, -1)], None, InvalidInputError, ["point 1", "y=-1", "[0, 63]"]),
+    ([], None, InvalidInputError, ["empty"]),
+    ([(10, 10), (20, 20)], [1], InvalidInputError, ["1 labels for 2 point"]),
+    ([(10, 10), (20, 20)], [0, 0], InvalidInputError, ["positive"]),
+    ([(10, 10)], [2], InvalidInputError, ["label 0", "1 (positive) or 0 (negative)"]),
+    ([(float("nan"), 10)], None, InvalidInputError, ["point 0", "finite"]),
+    ([(10, float("inf"))], None, InvalidInputError, ["point 0", "finite"]),
+    ([(10, 10, 3)], None, InvalidInputError, ["(x, y) pairs", "(1, 3)"]),
+    ("10,10", None, InputTypeError, ["(x, y) pairs"]),
+])
+def test_bad_points_and_labels_raise_clear_typed_errors(scene, points, labels, error, words):
+    with pytest.raises(error) as raised:
+        point_prompt_mask(scene[0], points, labels, config=PromptConfig(refine=False))
+    assert isinstance(raised.value, GenMaskError)
+    for word in words:
+        assert word in str(raised.value), f"{word!r} not in {raised.value}"
+
+
+@pytest.mark.parametrize("colour_map, error, words", [
+    (np.zeros((H, W), dtype=np.uint8), InvalidInputError, ["(H, W, 3)", "(64, 96)"]),
+    (np.zeros((H, W, 4), dtype=np.uint8), InvalidInputError, ["(H, W, 3)", "(64, 96, 4)"]),
+    (np.zeros((H, W, 3), dtype=np.int32), InputTypeError, ["uint8", "int32"]),
+    (np.full((H, W, 3), 300.0), InvalidInputError, ["0-255"]),
+    (np.full((H, W, 3), np.nan, dtype=np.float32), InvalidInputError, ["NaN"]),
+    (np.zeros((H, W, 3)).tolist(), InputTypeError, ["numpy array", "list"]),
+])
+def test_bad_colour_maps_raise_clear_typed_errors(colour_map, error, words):
+    with pytest.raises(error) as raised:
+        point_prompt_mask(colour_map, [(1, 1)], config=PromptConfig(refine=False))
+    for word in words:
+        assert word in str(raised.value), f"{word!r} not in {raised.value}"
+
+
+def test_bad_config_values_raise_config_errors():
+    for bad in ({"sigma": 0}, {"sigma": float("nan")}, {"threshold": 255}, {"bilateral_d": 0}, {"eps": -1.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            PromptConfig(**bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# (6) OpenCV contrib: optional at import, required for refine=True, never skipped silently
+# ---------------------------------------------------------------------------------------------
+
+def test_missing_opencv_with_refine_raises_backend_unavailable(scene, monkeypatch):
+    colour_map, masks = scene
+    monkeypatch.setitem(sys.modules, "cv2", None)   # makes `import cv2` raise ImportError
+    with pytest.raises(BackendUnavailableError) as raised:
+        point_prompt_mask(colour_map, [INSIDE["red"]])
+    assert isinstance(raised.value, GenMaskError)
+    assert "pip install opencv-contrib-python-headless" in str(raised.value)
+    assert "refine=False" in str(raised.value)
+    with pytest.raises(BackendUnavailableError):
+        segment_everything(colour_map)
+    mask, _ = point_prompt_mask(colour_map, [INSIDE["red"]], config=PromptConfig(refine=False))
+    assert np.array_equal(mask, masks["red"])
+
+
+def test_opencv_without_contrib_with_refine_raises_backend_unavailable(scene, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(__version__="4.10.0"))  # no ximgproc
+    with pytest.raises(BackendUnavailableError, match="ximgproc") as raised:
+        point_prompt_mask(scene[0], [INSIDE["red"]])
+    assert "opencv-contrib-python-headless" in str(raised.value)
+
+
+def test_package_imports_without_torch_and_without_cv2():
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["torch"] = None
+        sys.modules["cv2"] = None
+        import numpy as np
+        import genmask_sdk.instance as instance
+        colour_map = np.zeros((8, 8, 3), dtype=np.uint8)
+        colour_map[2:6, 2:6] = (200, 30, 30)
+        mask, _ = instance.point_prompt_mask(colour_map, [(3, 3)], config=instance.PromptConfig(refine=False))
+        assert mask.sum() == 16, mask.sum()
+        print("ok")
+    """)
+    sdk_root = str(Path(genmask_sdk.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([sdk_root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# (7) the clamp option: the paper's min(1, 1/d) vs the code's 1/d
+# ---------------------------------------------------------------------------------------------
+
+def test_clamp_changes_the_similarity_as_documented():
+    colour_map = np.zeros((4, 6, 3), dtype=np.uint8)
+    colour_map[:, :2] = (100, 100, 100)       # the query colour
+    colour_map[:, 2:4] = (130, 100, 100)      # 30 RGB units away
+    colour_map[:, 4:] = (100, 100, 300 - 45)  # 155 units away: the farthest
+    query = (100, 100, 100)
+    eps = 1e-6
+
+    unclamped = similarity(colour_map, query, PromptConfig(clamp_similarity=False))
+    low, high = 1 / (155 + eps), 1 / eps
+    assert unclamped[0, 0] == pytest.approx(1.0)
+    assert unclamped[0, 2] == pytest.approx((1 / (30 + eps) - low) / (high - low + eps), abs=1e-9)
+    assert unclamped[0, 2] < 1e-7 and unclamped[0, 4] == 0.0   # only the exact colour counts
+
+    clamped = similarity(colour_map, query, PromptConfig(clamp_similarity=True))
+    low, high = 1 / (155 + eps), 1.0
+    assert clamped[0, 0] == pytest.approx((high - low) / (high - low + eps), rel=1e-6)   # 1 - ~1e-6
+    assert clamped[0, 2] == pytest.approx((1 / (30 + eps) - low) / (high - low + eps), rel=1e-5)
+    assert clamped[0, 4] == 0.0
+
+    # with the default threshold (3 of 255): clamped accepts the colour 30 units away, unclamped does not
+    masks = {clamp: point_prompt_mask(colour_map, [(0, 1)],
+                                      config=PromptConfig(refine=False, clamp_similarity=clamp))[0]
+             for clamp in (False, True)}
+    assert masks[False][:, :2].all() and not masks[False][:, 2:].any()
+    assert masks[True][:, :4].all() and not masks[True][:, 4:].any()
+
+
+def test_flat_single_colour_map_selects_everything():
+    mask, score = point_prompt_mask(np.full((H, W, 3), 120, dtype=np.uint8), [(3, 3)])
+    assert mask.all() and np.all(score == 1.0)
