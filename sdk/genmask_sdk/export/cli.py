@@ -82,6 +82,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "build_engines.py") -> i
     """``prog``: the command name in usage and error lines (``genmask build`` when called from there)."""
     started = time.perf_counter()  # before the heavy imports below: the reported time is the real wait
     args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
+    from .gen2seg_cli import gen2seg_main  # a gen2seg checkpoint (decided torch-free) takes its own build
+
+    if (code := gen2seg_main(args, prog)) is not None:
+        return code
     precisions = [p.strip() for p in args.precisions.replace(" ", ",").split(",") if p.strip()]
     options = dict(resolution=args.resolution, calib=args.calib, calib_size=args.calib_size,
                    max_prompt_tokens=args.max_prompt_tokens, max_batch=args.max_batch, tensorrt=args.tensorrt,

@@ -8,6 +8,11 @@ example). Rules enforced here, before any file the manifest names is opened:
   (through symlinks) outside the directory; nor does any link in the directory;
 * the whole manifest matches the schema (types, ranges, cross-references), and every problem is
   listed in one ArtifactMismatchError.
+
+Two model families share the format: GenMask (no ``family`` key, or ``"genmask"``) and gen2seg
+(``"family": "gen2seg"``, written by ``export/gen2seg_build.py``: a Gen2SegConfig as ``config``, the
+host-side ``processing``, stages ``vae_encoder``/``unet``/``vae_decoder`` (SD) or ``mae`` (MAE)).
+The gen2seg checks are added to, never replace, the common ones (containment, checksums).
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ MANIFEST_NAME = "manifest.json"
 RUNTIMES = ("onnx", "tensorrt")  # the runtimes of stage sets
 ARTIFACT_RUNTIMES = (*RUNTIMES, "tokenizers")  # + the text embedder's tokenizer.json
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+FAMILIES = ("genmask", "gen2seg")
+#: gen2seg variant -> the stages of each of its precision sets.
+GEN2SEG_STAGES = {"sd": ("vae_encoder", "unet", "vae_decoder"), "mae": ("mae",)}
+
+
+def manifest_family(data: dict[str, Any]) -> Any:
+    """The model family a manifest's JSON declares (``"genmask"`` when it has no ``family`` key)."""
+    return data.get("family", "genmask")
 
 
 def rebuild_hint(data: dict | None, directory: Path) -> str:
@@ -76,9 +89,17 @@ class Manifest:
     data: dict[str, Any]
 
     @property
+    def family(self) -> str:
+        """``"genmask"`` or ``"gen2seg"``."""
+        return manifest_family(self.data)
+
+    @property
     def config(self):
         from ..config import GenMaskConfig
 
+        if self.family == "gen2seg":
+            raise ArtifactMismatchError(f"{self.directory} holds gen2seg engines (family 'gen2seg'), not GenMask ones; "
+                                        "open them with genmask_sdk.runtime.gen2seg.open_colourizer.")
         return GenMaskConfig.from_dict(self.data["config"])
 
     @property
@@ -142,17 +163,21 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
+def load_manifest(directory: str | Path, verify: bool = True, family: str | None = None) -> Manifest:
     """Load and check ``<directory>/manifest.json``.
 
     Checks the format version and the SDK major version, the schema and the containment of every
     file (:func:`manifest_problems`), and with ``verify`` that every file (graphs, external data,
     plans, tokenizer) exists and has the recorded SHA-256. Raises ArtifactNotFoundError (missing
     manifest or file) or ArtifactMismatchError (other version, invalid manifest, corrupt or
-    changed file), each with the command that rebuilds the directory.
+    changed file), each with the command that rebuilds the directory. ``family``: if given, the
+    manifest must declare this model family (``"genmask"`` or ``"gen2seg"``), checked before the rest.
     """
     directory = Path(directory)
     data = read_manifest(directory)
+    if family is not None and manifest_family(data) != family:
+        raise ArtifactMismatchError(f"{directory} holds {manifest_family(data)!r} engines, not {family!r} ones "
+                                    f"({MANIFEST_NAME} family); point to a directory built for a {family} checkpoint.")
     hint = rebuild_hint(data if isinstance(data.get("checkpoint"), dict) else None, directory)
     if data.get("format_version") != FORMAT_VERSION:
         raise ArtifactMismatchError(f"{directory}/{MANIFEST_NAME} has format_version {data.get('format_version')!r}; "
@@ -210,6 +235,7 @@ def manifest_problems(data: dict[str, Any], directory: Path) -> list[str]:
     _set_problems(data.get("sets"), records, problems)
     _text_embedder_problems(data.get("text_embedder"), records, problems)
     _consistency_problems(data, problems)
+    _family_problems(data, problems)
     links = escaping_links(directory)
     if links:
         problems.append(f"symlinks leave the engines directory: {links} (copy the files in instead)")
@@ -334,6 +360,37 @@ def _consistency_problems(data: dict[str, Any], problems: list[str]) -> None:
     resolution = data.get("resolution")
     if resolution is not None and resolution != config.get("resolution"):
         problems.append(f"resolution {resolution!r} differs from config.resolution {config.get('resolution')!r}")
+
+
+def _family_problems(data: dict[str, Any], problems: list[str]) -> None:
+    """An unknown ``family``; for gen2seg: its config, processing entry, stages and sets."""
+    family = manifest_family(data)
+    if family not in FAMILIES:
+        problems.append(f"family must be one of {list(FAMILIES)} (or absent for GenMask), got {family!r}")
+    if family != "gen2seg":
+        return
+    config, processing = data.get("config"), data.get("processing")
+    if not isinstance(config, dict):
+        return  # reported above
+    variant = config.get("variant")
+    if config.get("family") != "gen2seg" or variant not in GEN2SEG_STAGES:
+        problems.append(f"config must be a gen2seg config (family 'gen2seg', variant one of {sorted(GEN2SEG_STAGES)}), "
+                        f"got family {config.get('family')!r}, variant {variant!r}")
+        return
+    stages = GEN2SEG_STAGES[variant]
+    if not isinstance(processing, dict) or processing.get("variant") != variant \
+            or not _positive_int(processing.get("size")) or processing.get("size") != config.get("processing_size"):
+        problems.append(f"processing must be an object with variant {variant!r} and size = config.processing_size "
+                        f"({config.get('processing_size')!r}), got {processing!r}")
+    for index, record in enumerate(data.get("artifacts") if isinstance(data.get("artifacts"), list) else []):
+        if isinstance(record, dict) and record.get("stage") not in stages:
+            problems.append(f"artifacts[{index}].stage {record.get('stage')!r} is not a gen2seg-{variant} stage "
+                            f"{list(stages)}")
+    for precision, entry in (data.get("sets") if isinstance(data.get("sets"), dict) else {}).items():
+        files = entry.get("onnx") if isinstance(entry, dict) else None
+        if not isinstance(files, dict) or sorted(files) != sorted(stages):
+            problems.append(f"sets.{precision}.onnx must name the stages {list(stages)}, got "
+                            f"{sorted(files) if isinstance(files, dict) else files!r}")
 
 
 def _positive_int(value: Any) -> bool:
