@@ -159,3 +159,25 @@ def test_exports_print_no_known_harmless_chatter(tiny_model, tmp_path, caplog):
     chatter = [r.getMessage() for r in caplog.records if "torchvision" in r.getMessage() or "constant folding" in r.getMessage()]
     assert not chatter
     assert [logging.getLogger(name).level for name in CHATTY_LOGGERS] == before
+
+
+def test_calibration_warning_names_real_checkpoints_only(tmp_path, tiny_model):
+    """Procedural-scene calibration is the demo's own domain (by name or by path); any other checkpoint
+    is warned about, and random calibration always is."""
+    from genmask_sdk.checkpoints import demo_checkpoint_dir
+    from genmask_sdk.export.options import build_options
+    from genmask_sdk.export.pipeline import _Build
+
+    def warning(checkpoint, **options):
+        return _Build(checkpoint, tmp_path / "e", build_options(**options), None, lambda _: None)._calibration_warning()
+
+    assert warning("demo") is None and warning(str(demo_checkpoint_dir())) is None
+    other = tiny_model.save_pretrained(tmp_path / "tiny")
+    assert "procedural scenes" in warning(other) and "--calib DIR" in warning(other)
+    assert "random inputs" in warning("demo", calib="random")
+
+
+def test_calibration_encodes_fewer_images_at_a_time_at_high_resolution():
+    from genmask_sdk.export.calibration import encode_batch_size
+
+    assert [encode_batch_size(r) for r in (128, 256, 512, 1024)] == [8, 8, 2, 1]

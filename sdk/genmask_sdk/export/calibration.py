@@ -28,11 +28,14 @@ import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from ..errors import ArtifactNotFoundError, ConfigError, InvalidInputError
+
+if TYPE_CHECKING:  # torch is imported where used: describe() stays torch-free
+    import torch
 
 CALIB_SEED, CHECK_SEED = 5000, 5001
 PROMPT_FILES = ("prompts.json", "prompts.txt")
@@ -173,6 +176,12 @@ def _parse_txt(path: Path) -> list[tuple[str, str]]:
         image, prompt = line.split("|", 1)
         pairs.append((image.strip(), prompt.strip()))
     return pairs
+
+
+def encode_batch_size(resolution: int) -> int:
+    """Samples per ``encode`` call: 8 up to 256², fewer above (the VAE encoder's activations grow with
+    the pixel count: 8 images at 512² through Wan's encoder take several GB)."""
+    return max(1, min(8, (8 * 256 * 256) // (resolution * resolution)))
 
 
 def encode(model, batch: Sequence[Sample], *, random_context_length: int = 8,

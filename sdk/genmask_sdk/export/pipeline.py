@@ -159,10 +159,16 @@ class _Build:
     def _calibration_warning(self) -> str | None:
         if self.opts.calib == "random":
             return "calibrated on random inputs (--calib random): fine for smoke tests only"
-        if self.opts.calib in (None, "demo") and self.source != "demo":
+        if self.opts.calib in (None, "demo") and not self._is_demo_checkpoint():
             return (f"{self.source} was calibrated on the demo's procedural scenes (the default --calib demo); for a "
                     "real checkpoint pass --calib DIR with images and prompts from your robot's domain")
         return None
+
+    def _is_demo_checkpoint(self) -> bool:
+        """The shipped demo, named "demo" or by its directory (its calibration scenes are its own domain)."""
+        from ..checkpoints import demo_checkpoint_dir
+
+        return self.checkpoint_dir is not None and self.checkpoint_dir.resolve() == demo_checkpoint_dir().resolve()
 
     def calibration_feeds(self) -> list[dict]:
         if self._calib is None:
@@ -174,9 +180,9 @@ class _Build:
             batch = calibration.samples(self.opts.calib, self.opts.calib_size, self.config.resolution)
             if len(batch) < self.opts.calib_size:
                 self.log(f"calibration folder has {len(batch)} samples (< --calib-size {self.opts.calib_size}); using all")
-            rows = []
-            for i in tqdm(range(0, len(batch), 8), desc="encode calibration inputs", disable=not self.opts.progress):
-                rows += calibration.encode(self.model, batch[i:i + 8]).rows()
+            rows, step = [], calibration.encode_batch_size(self.config.resolution)
+            for i in tqdm(range(0, len(batch), step), desc="encode calibration inputs", disable=not self.opts.progress):
+                rows += calibration.encode(self.model, batch[i:i + step]).rows()
             self._calib = [r.dit_feeds() for r in rows]
         return self._calib
 
