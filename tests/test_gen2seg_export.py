@@ -191,6 +191,27 @@ def test_only_the_asked_precisions_are_kept(mae_checkpoint, tmp_path):
     assert list(result.manifest.data["sets"]) == ["fp16"]
 
 
+def test_fp16_of_an_external_data_source_skips_shape_inference(mae_build, tmp_path, monkeypatch):
+    """A fp32 source past 2 GB (ViT-MAE-H: 2.6 GB) cannot be serialised for shape inference even when
+    its fp16 half fits inline; the converter must not try (it failed this way at real size)."""
+    import onnx
+
+    from genmask_sdk.export.gen2seg_build import convert_to_fp16
+    from genmask_sdk.export.onnx_io import save_onnx
+
+    source = save_onnx(onnx.load(str(mae_build[0].directory / "mae.fp32.onnx")), tmp_path / "src.onnx", True)
+    assert (tmp_path / "src.onnx.data").is_file()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("shape inference on a model that may exceed 2 GB")
+
+    from onnxruntime.transformers import float16
+
+    monkeypatch.setattr(float16, "infer_shapes", refuse)  # what the converter calls
+    details = convert_to_fp16(source, tmp_path / "dst.onnx", external_data=False)
+    assert details["casts"] > 0 and not (tmp_path / "dst.onnx.data").exists()
+
+
 # ------------------------------------------------------------------------------------ colour maps
 def test_fp32_colour_maps_equal_pytorch_on_odd_sizes(variant):
     name, directory, model = variant
