@@ -152,15 +152,9 @@ def _segment(args: argparse.Namespace) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    if args.engines:
-        segmenter = Segmenter.from_engines(args.engines, backend=args.backend, precision=args.precision,
-                                           device=args.device)
-    else:
-        if args.backend not in ("auto", "torch") or args.precision != "fp32":
-            print("genmask segment: error: --backend/--precision need --engines; a checkpoint runs in PyTorch fp32.",
-                  file=sys.stderr)
-            return 2
-        segmenter = Segmenter.from_pretrained(args.checkpoint or "demo", device=args.device or "cpu")
+    segmenter = _open_segmenter(Segmenter, args, "demo")
+    if segmenter is None:
+        return 2
     with segmenter:
         results = segmenter.predict(args.image, list(args.prompts), reason=args.reason)
         described = segmenter.describe()
@@ -220,15 +214,9 @@ def _segment_instances(args: argparse.Namespace, target: tuple[Path, str] | None
     options = {"grid": args.grid} if args.grid is not None else {}
     from .instance.segmenter import InstanceSegmenter, instance_overlay
 
-    if args.engines:
-        segmenter = InstanceSegmenter.from_engines(args.engines, backend=args.backend, precision=args.precision,
-                                                   device=args.device)
-    else:
-        if args.backend not in ("auto", "torch") or args.precision != "fp32":
-            print("genmask segment: error: --backend/--precision need --engines; a checkpoint runs in PyTorch fp32.",
-                  file=sys.stderr)
-            return 2
-        segmenter = InstanceSegmenter.from_pretrained(args.checkpoint or GEN2SEG_DEMO, device=args.device or "cpu")
+    segmenter = _open_segmenter(InstanceSegmenter, args, GEN2SEG_DEMO)
+    if segmenter is None:
+        return 2
     with segmenter:
         if args.everything:
             results = segmenter.segment_everything(args.image, **options)
@@ -328,6 +316,18 @@ def _info(args: argparse.Namespace) -> int:
     print(f"  sets: {sets}")
     print(f"verification: {summary['verification']} ({len(summary['artifacts'])} files)")
     return 2 if failure else 0
+
+
+def _open_segmenter(cls, args, default_checkpoint: str):
+    """``cls.from_engines`` with ``--engines``, else ``cls.from_pretrained`` (PyTorch fp32); None after
+    printing why a checkpoint cannot take ``--backend``/``--precision``."""
+    if args.engines:
+        return cls.from_engines(args.engines, backend=args.backend, precision=args.precision, device=args.device)
+    if args.backend not in ("auto", "torch") or args.precision != "fp32":
+        print("genmask segment: error: --backend/--precision need --engines; a checkpoint runs in PyTorch fp32.",
+              file=sys.stderr)
+        return None
+    return cls.from_pretrained(args.checkpoint or default_checkpoint, device=args.device or "cpu")
 
 
 if __name__ == "__main__":

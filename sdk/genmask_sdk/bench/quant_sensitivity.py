@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..export.graphs import DitGraph
-from ..export.modelopt_calib import NUM_BITS, import_mtq, quantized_block_ids, sharing_copy
+from ..export.modelopt_calib import NUM_BITS, block_of, import_mtq, quantized_block_ids, sharing_copy
 
 _INPUT_KEYS = ("z_img", "context", "context_mask")
 
@@ -30,14 +30,9 @@ def groups(num_layers: int, keep_blocks: int) -> dict[str, str | Callable[[str],
     out["text embedder"] = "*condition_embedder.text_embedder*"
     out["proj_out"] = "*proj_out*"
     default = set(quantized_block_ids(num_layers, keep_blocks)) if num_layers > 2 * keep_blocks else set()
-    out[f"build default (blocks {sorted(default)})"] = lambda name: _block(name) in default
-    out["every block"] = lambda name: _block(name) is not None
+    out[f"build default (blocks {sorted(default)})"] = lambda name: block_of(name) in default
+    out["every block"] = lambda name: block_of(name) is not None
     return out
-
-
-def _block(name: str) -> int | None:
-    parts = name.split(".")
-    return int(parts[parts.index("blocks") + 1]) if "blocks" in parts else None
 
 
 def all_linear_config(mode: str) -> dict:

@@ -188,9 +188,10 @@ def module_of(scopes: Sequence[str], names: set[str]) -> str | None:
 
 
 def block_of(module: str) -> int | None:
+    """The transformer block index in a module or quantizer path (``...blocks.3.attn1...`` -> 3), else None."""
     match = _BLOCK.search(module + ".")
     return int(match.group(1)) if match else None
 
 
-__all__ = ["KEPT_MODULES", "LinearQuant", "QUANT_MODES", "calibrate_dit", "fake_quant_forward", "import_mtq",
+__all__ = ["KEPT_MODULES", "LinearQuant", "QUANT_MODES", "block_of", "calibrate_dit", "fake_quant_forward", "import_mtq",
            "linear_quants", "modelopt_version", "quant_config", "quantized_block_ids", "sharing_copy"]

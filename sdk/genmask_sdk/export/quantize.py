@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .modelopt_calib import KEPT_MODULES, calibrate_dit, modelopt_version
+from .modelopt_calib import KEPT_MODULES, block_of, calibrate_dit, modelopt_version
 from .qdq import write_qdq_graph
 
 QUANT_FORMATS = {"int8": "INT8 symmetric (zero point 0): per-tensor activations, per-output-channel weights",
@@ -39,7 +39,7 @@ def quantize_dit(dit_graph, fp32_path: Path, out_path: Path, feeds: Sequence[dic
     layers, _ = calibrate_dit(dit_graph, feeds, mode=mode, num_layers=num_layers, keep_blocks=keep_blocks,
                               progress=progress)
     info = write_qdq_graph(fp32_path, out_path, layers, mode=mode, external_data=external_data)
-    blocks = sorted({int(l.module.split(".blocks.")[1].split(".")[0]) for l in layers})
+    blocks = sorted({block_of(layer.module) for layer in layers})
     return {"method": f"NVIDIA Model Optimizer {modelopt_version()} max calibration in PyTorch, explicit Q/DQ; "
                       + QUANT_FORMATS[mode],
             "base": "fp32", "calibration_samples": len(feeds), "quantized_matmuls": info["quantized_matmuls"],
