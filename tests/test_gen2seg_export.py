@@ -133,9 +133,16 @@ def test_sd_graphs_io_and_fidelity_records(sd_build, sd_checkpoint):
     assert data["config"]["processing_size"] == SD_SIZE and data["processing"]["size"] == SD_SIZE
     assert data["checkpoint"] == {"source": str(sd_checkpoint), "path": str(sd_checkpoint),
                                   "sha256": checkpoint_sha256(sd_checkpoint)}
-    assert data["sets"] == {p: {"onnx": {s: f"{s}.{p}.onnx" for s in SD_STAGES}, "tensorrt": None}
+    assert data["sets"]["int8"] == {"onnx": {"vae_encoder": "vae_encoder.fp32.onnx", "unet": "unet.int8.onnx",
+                                             "vae_decoder": "vae_decoder.fp32.onnx"}, "tensorrt": None}
+    assert {p: data["sets"][p] for p in ("fp32", "fp16")} == {p: {"onnx": {s: f"{s}.{p}.onnx" for s in SD_STAGES}, "tensorrt": None}
                             for p in ("fp32", "fp16")}
-    assert sorted(result.built) == sorted(f"{s}.{p}.onnx" for s in SD_STAGES for p in ("fp32", "fp16"))
+    assert sorted(result.built) == sorted([f"{s}.{p}.onnx" for s in SD_STAGES for p in ("fp32", "fp16")]
+                                          + ["unet.int8.onnx"])
+    int8 = next(r for r in data["artifacts"] if r["file"] == "unet.int8.onnx")["details"]
+    assert int8["calibration"] == {"kind": "demo", "seed": 5000} and int8["calibration_samples"] == 32
+    assert int8["quantized_ops"]["Conv"] > 0 and int8["quantized_ops"]["MatMul"] > 0
+    assert "unet.conv_in" in int8["kept_in_float32"] and "time_emb_proj" in int8["kept_in_float32"]
     shapes = {"vae_encoder": ("pixels", [None, 3, 64, 64], "latent", [None, 4, 8, 8]),
               "unet": ("latent", [None, 4, 8, 8], "x0", [None, 4, 8, 8]),
               "vae_decoder": ("x0", [None, 4, 8, 8], "image", [None, 3, 64, 64])}
@@ -147,7 +154,7 @@ def test_sd_graphs_io_and_fidelity_records(sd_build, sd_checkpoint):
         assert fidelity["runtime"] == "onnxruntime cpu" and fidelity["samples"] == 2
         assert fidelity["max_abs_error"] <= fidelity["tolerance"]
         relative = fidelity["max_abs_error"] / fidelity["reference_max_abs"]
-        assert relative < (1e-4 if record["precision"] == "fp32" else 1e-2), record["file"]
+        assert relative < {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}[record["precision"]], record["file"]  # int8: 0.017
         assert record["graph"]["sin_cos_nodes"] == 0  # t = 999 and its projection are folded
         assert record["profiles"] == {name_in: [[1, *shape_in[1:]], [1, *shape_in[1:]], [4, *shape_in[1:]]]}
     unet16 = onnx.load(str(result.directory / "unet.fp16.onnx"))
@@ -158,10 +165,10 @@ def test_sd_graphs_io_and_fidelity_records(sd_build, sd_checkpoint):
     unet32 = next(r for r in data["artifacts"] if r["file"] == "unet.fp32.onnx")["details"]
     assert any("timestep t = 999" in f for f in unet32["folded"])
     trt = data["tensorrt"]
-    assert trt["built"] is False and trt["reason"].startswith("gen2seg TensorRT plans are not built by this version")
+    assert trt["built"] is False and "tensorrt" in trt["reason"].lower()  # no TensorRT here: why, and trtexec
     assert set(trt["trtexec"]) == {r["file"] for r in data["artifacts"]}
     assert "--stronglyTyped" in trt["trtexec"]["unet.fp16.onnx"]
-    for precision, bound in (("fp32", 1.0), ("fp16", 24.0)):
+    for precision, bound in (("fp32", 1.0), ("fp16", 24.0), ("int8", 48.0)):
         end = data["end_to_end"][precision]
         assert end["colour_max_abs_error"] <= bound and end["tolerance"]["colour_max_abs_error"] == bound
     assert data["end_to_end"]["fp32"]["mask_iou_min"] >= 0.99
@@ -175,7 +182,7 @@ def test_mae_graphs_io_and_fidelity_records(mae_build, mae_model):
     assert data["family"] == "gen2seg" and data["config"]["variant"] == "mae" and data["processing"]["size"] == size
     assert data["processing"]["gamma"] == pytest.approx(0.7)
     np.testing.assert_array_equal(np.float32(data["processing"]["mean"]), mae_model.mean.flatten().numpy())
-    assert data["sets"] == {p: {"onnx": {"mae": f"mae.{p}.onnx"}, "tensorrt": None} for p in ("fp32", "fp16")}
+    assert data["sets"] == {p: {"onnx": {"mae": f"mae.{p}.onnx"}, "tensorrt": None} for p in ("fp32", "fp16", "int8")}
     for record in data["artifacts"]:
         assert record["inputs"] == [{"name": "pixels", "dtype": "float32", "shape": [None, 3, size, size]}]
         assert record["outputs"] == [{"name": "image", "dtype": "float32", "shape": [None, 3, size, size]}]
@@ -262,6 +269,28 @@ def test_fp16_colour_maps_and_point_prompt_masks(variant):
     assert np.mean(ious) >= 0.95 and min(ious) >= 0.9, ious
 
 
+def test_int8_colour_maps_and_point_prompt_masks(variant):
+    """INT8 (Model Optimizer max calibration on procedural scenes, explicit Q/DQ) end to end on images
+    disjoint from calibration and from the build's checks. Measured: SD 7.95 float / 10 uint8, IoU
+    mean 0.975; MAE 0.36 / 2, 0.975 (random tiny MAE: smooth-noise maps)."""
+    name, directory, model = variant
+    size = model.config.processing_size
+    ious, float_errors = [], []
+    with open_colourizer(directory, precision="int8") as colourizer:
+        assert colourizer.describe()["graphs"] == ({"vae_encoder": "vae_encoder.fp32.onnx", "unet": "unet.int8.onnx",
+                                                    "vae_decoder": "vae_decoder.fp32.onnx"} if name == "sd"
+                                                   else {"mae": "mae.int8.onnx"})
+        for rgb, points in check_images(3, size, seed=30):
+            ref_float, ref_map = reference_colour(model, rgb)
+            float_errors.append(float(np.abs(colourizer.colour_float(rgb) - ref_float).max()))
+            ious += prompt_ious(colourizer.colour_map(rgb), ref_map, points)
+    assert max(float_errors) <= 16.0, float_errors
+    assert np.mean(ious) >= 0.9, ious
+    graph = onnx.load(str(directory / f"{'unet' if name == 'sd' else 'mae'}.int8.onnx"))
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("QuantizeLinear") > 0 and any(t.data_type == onnx.TensorProto.INT8 for t in graph.graph.initializer)
+
+
 # ----------------------------------------------------------------------------------- torch-free
 def test_open_colourizer_runs_without_torch(sd_build, mae_build, tmp_path):
     from test_torch_free import BLOCKED, run_blocked
@@ -276,7 +305,7 @@ def test_open_colourizer_runs_without_torch(sd_build, mae_build, tmp_path):
         rgb = np.load({str(tmp_path / 'rgb.npy')!r})
         maps, described = {{}}, {{}}
         for name, directory in {directories!r}.items():
-            for precision in ("fp32", "fp16"):
+            for precision in ("fp32", "fp16", "int8"):
                 with open_colourizer(directory, precision=precision) as colourizer:
                     maps[f"{{name}}_{{precision}}"] = colourizer.colour_map(rgb)
                     described[f"{{name}}_{{precision}}"] = colourizer.describe()
@@ -292,7 +321,7 @@ def test_open_colourizer_runs_without_torch(sd_build, mae_build, tmp_path):
     assert described["provider"] == "cpu" and described["graphs"]["unet"] == "unet.fp16.onnx"
     maps = np.load(out)
     for name, directory in directories.items():
-        for precision in ("fp32", "fp16"):
+        for precision in ("fp32", "fp16", "int8"):
             with open_colourizer(directory, precision=precision) as colourizer:
                 np.testing.assert_array_equal(maps[f"{name}_{precision}"], colourizer.colour_map(rgb))
 
@@ -314,7 +343,7 @@ def _edit(directory: Path, change) -> None:
 
 def test_manifest_validates_and_tampering_is_refused(engines_copy):
     manifest = load_manifest(engines_copy, verify=True, family="gen2seg")
-    assert manifest.family == "gen2seg" and manifest.precisions == ["fp32", "fp16"]
+    assert manifest.family == "gen2seg" and manifest.precisions == ["fp32", "fp16", "int8"]
     with pytest.raises(ArtifactMismatchError, match="gen2seg engines"):
         manifest.config  # noqa: B018  (a GenMask Segmenter reading this directory gets a clear error)
     path = engines_copy / "mae.fp32.onnx"
@@ -378,10 +407,12 @@ def test_bad_open_arguments_are_typed_errors(engines_copy, tmp_path):
     import onnxruntime
 
     with pytest.raises(BackendUnavailableError, match="no TensorRT plans"):
+        open_colourizer(engines_copy, backend="tensorrt", device="cuda")
+    with pytest.raises(BackendUnavailableError, match="runs on a CUDA GPU"):
         open_colourizer(engines_copy, backend="tensorrt")
     with pytest.raises(BackendUnavailableError):
         open_colourizer(engines_copy, backend="torch")
-    for kwargs in ({"backend": "trt"}, {"precision": "int8"}, {"device": "gpu"}):
+    for kwargs in ({"backend": "trt"}, {"precision": "fp8"}, {"device": "gpu"}):
         with pytest.raises(ConfigError):
             open_colourizer(engines_copy, **kwargs)
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
@@ -399,8 +430,12 @@ def test_bad_open_arguments_are_typed_errors(engines_copy, tmp_path):
 
 
 def test_build_errors_are_typed(sd_checkpoint, mae_checkpoint, tmp_path):
-    with pytest.raises(ConfigError, match="int8"):
-        build_gen2seg_engines(sd_checkpoint, tmp_path / "x", ["int8"])
+    with pytest.raises(ConfigError, match="fp8"):
+        build_gen2seg_engines(sd_checkpoint, tmp_path / "x", ["fp8"])
+    with pytest.raises(ConfigError, match="tensorrt"):
+        build_gen2seg_engines(sd_checkpoint, tmp_path / "x", tensorrt="yes")
+    with pytest.raises(ConfigError, match="calib_size"):
+        build_gen2seg_engines(sd_checkpoint, tmp_path / "x", calib_size=0)
     with pytest.raises(ConfigError, match="multiple of 8"):
         build_gen2seg_engines(sd_checkpoint, tmp_path / "x", size=60, log=lambda line: None)
     with pytest.raises(ConfigError):
@@ -437,9 +472,12 @@ def test_cli_dispatch_is_torch_free_and_refuses_genmask_options(sd_checkpoint, m
     assert is_gen2seg_checkpoint("reachomk/gen2seg-sd") and not is_gen2seg_checkpoint("demo")
     assert not is_gen2seg_checkpoint(str(tmp_path))
     out = str(tmp_path / "cli")
-    assert main(["--checkpoint", str(sd_checkpoint), "--out", out, "--calib", "demo"]) == 2
+    assert main(["--checkpoint", str(sd_checkpoint), "--out", out, "--max-prompt-tokens", "8"]) == 2
     assert "apply to GenMask checkpoints only" in capsys.readouterr().err
-    assert main(["--checkpoint", str(sd_checkpoint), "--out", out, "--precisions", "int8"]) == 2
+    assert main(["--checkpoint", str(sd_checkpoint), "--out", out, "--precisions", "fp8"]) == 2
     assert "gen2seg engines are built in" in capsys.readouterr().err
+    assert main(["--checkpoint", str(mae_checkpoint), "--out", out, "--calib", str(tmp_path / "no-images")]) == 2
+    assert "calibration folder" in capsys.readouterr().err
     assert main(["--checkpoint", str(mae_checkpoint), "--out", out, "--tensorrt", "on"]) == 2
+    assert "--tensorrt on" in capsys.readouterr().err
     assert not Path(out).exists()

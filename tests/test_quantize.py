@@ -13,7 +13,7 @@ import torch
 from genmask_sdk.config import GenMaskConfig
 from genmask_sdk.errors import ConfigError
 from genmask_sdk.export.graphs import DitGraph, ExportError, export_graph
-from genmask_sdk.export.modelopt_calib import (LinearQuant, calibrate_dit, fake_quant_forward, quant_config,
+from genmask_sdk.export.modelopt_calib import (LayerQuant, calibrate_dit, fake_quant_forward, quant_config,
                                                quantized_block_ids, sharing_copy)
 from genmask_sdk.export.qdq import quantize_weight, scales, write_qdq_graph
 from genmask_sdk.export.quantize import quantize_dit
@@ -91,7 +91,7 @@ def test_qdq_graph_matches_model_optimizer_and_leaves_the_model_untouched(tiny3,
     assert len(layers) == 10  # (q, k, v, out) x 2 attentions + 2 FFN linears
     out = tmp_path / f"dit.{mode}.onnx"
     info = write_qdq_graph(fp32_path, out, layers, mode=mode, external_data=False)
-    assert info == {"quantized_matmuls": 10, "opset": 18 if mode == "int8" else 19}
+    assert info == {"quantized_matmuls": 10, "quantized_ops": {"MatMul": 10}, "opset": 18 if mode == "int8" else 19}
     onnx_out, simulated = run(out, probe), fake_quant_forward(fake, probe)
     fp32_out = run(fp32_path, probe)
     # the Q/DQ graph is Model Optimizer's quantization (to rounding-boundary flips), not just "close to fp32"
@@ -128,8 +128,8 @@ def test_qdq_graph_layout(tiny3, tmp_path):
 
 def test_a_layer_missing_from_the_graph_is_an_export_error(tiny3, tmp_path):
     _, fp32_path = tiny3
-    ghost = LinearQuant("dit.transformer.blocks.7.attn1.to_q", 1.0, np.ones(32, np.float32), np.ones((32, 32), np.float32))
-    with pytest.raises(ExportError, match="no MatMul in the graph"):
+    ghost = LayerQuant("dit.transformer.blocks.7.attn1.to_q", 1.0, np.ones(32, np.float32), np.ones((32, 32), np.float32))
+    with pytest.raises(ExportError, match="no MatMul/Gemm/Conv in the graph"):
         write_qdq_graph(fp32_path, tmp_path / "x.onnx", [ghost], mode="int8", external_data=False)
     assert not (tmp_path / "x.onnx").exists()
 

@@ -38,6 +38,10 @@ residuals fp32) + fp32 mask head; int8 = fp32 VAE encoder + Q/DQ int8 DiT + fp32
 fp8 = the same with an FP8 (E4M3) Q/DQ DiT, for GPUs with FP8 (compute capability >= 8.9: Ada,
 Hopper, Blackwell; not Jetson Orin) — on a CPU ONNX Runtime only emulates it. The int8 and fp8 DiTs
 are calibrated in PyTorch by NVIDIA Model Optimizer on the --calib samples.
+
+gen2seg checkpoints (reachomk/gen2seg-sd, reachomk/gen2seg-mae-h, demo-gen2seg, or a directory):
+fp32, fp16 and int8 sets (SD: int8 UNet between fp32 VAE graphs; MAE: int8 ViT); --calib is
+'demo', 'random' or a folder of images (no prompt file: every PNG/JPEG/BMP/WebP, sorted by name).
 """
 
 

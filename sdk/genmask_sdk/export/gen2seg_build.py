@@ -1,5 +1,6 @@
-"""``build_gen2seg_engines``: a gen2seg checkpoint -> ``engines/<name>/`` with ONNX graphs in FP32
-and FP16, each checked against PyTorch, and a ``manifest.json`` with ``"family": "gen2seg"``.
+"""``build_gen2seg_engines``: a gen2seg checkpoint -> ``engines/<name>/`` with ONNX graphs in FP32,
+FP16 and INT8 (and TensorRT plans where TensorRT runs), each checked against PyTorch, and a
+``manifest.json`` with ``"family": "gen2seg"``.
 
 Graphs (S = the processing size, c = the VAE's latent channels, 4 for SD 2; batch B dynamic, every
 other axis static)::
@@ -54,13 +55,21 @@ objects' centres. Anything past ``END_TO_END_TOLERANCES`` (or a graph past its t
 ``FidelityError`` and nothing is committed. These build-time bounds catch broken graphs; the tests
 hold tighter ones.
 
+**INT8.** ``gen2seg_quant.py``: the UNet (SD) or the ViT layers (MAE) calibrated by NVIDIA Model
+Optimizer in PyTorch on ``calib`` images and written as explicit Q/DQ into the fp32 graph (Conv and
+MatMul); the SD int8 set runs the VAE graphs in float32 (``gen2seg_quant.SETS``).
+
+**TensorRT.** ``gen2seg_tensorrt.py``: with TensorRT (``tensorrt="auto"`` or ``"on"``), one
+strongly typed plan per kept graph, checked against PyTorch, and each plan set end to end through
+the runtime; without it the manifest records why and the trtexec command per graph.
+
 **Files.** Staged and committed atomically (``staging.py``: BuildLock, Staging, commit); the
 manifest (``export/manifest.py``'s writer) has ``family``, ``config`` (the Gen2SegConfig at the
 engine size), ``checkpoint``, ``processing``, ``build_inputs``, per-file records, ``sets``
-``{precision: {"onnx": {stage: file}, "tensorrt": null}}``, ``end_to_end`` fidelity per set, and
-``tensorrt`` (not built by this version; the trtexec command per graph). TensorRT plans, INT8 and
-reuse of unchanged files are not part of this first version: every run rebuilds every graph
-(``force`` is accepted for symmetry with the GenMask build and changes nothing).
+``{precision: {"onnx": {stage: file}, "tensorrt": {stage: plan} | null}}``, ``end_to_end``
+fidelity per set, and ``tensorrt``. A run whose ``build_inputs`` and sets equal the directory's
+(every file's sha256 verified, plans from this TensorRT and GPU) returns at once (``up_to_date``);
+anything else, or ``force``, rebuilds every file (no per-file reuse yet).
 """
 
 from __future__ import annotations
@@ -70,6 +79,7 @@ import hashlib
 import json
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -79,7 +89,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError
+from ..errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError, GenMaskError
 from ..runtime.base import TensorSpec
 from ..runtime.gen2seg import FAMILY, GRAPH_IO, STAGES, EngineColourizer
 from ..runtime.manifest import FORMAT_VERSION, read_manifest
@@ -94,8 +104,10 @@ from .signatures import GraphSignature
 from .staging import BuildLock, Staging, check_out, commit, listed_files, remove_stale_staging
 from .tensorrt_steps import skipped_summary
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_BATCH = 4
+#: INT8 calibration images by default (each one PyTorch forward of the quantized stage).
+DEFAULT_CALIB_SIZE = 32
 #: Op types kept float32 in the fp16 graphs, besides the converter's defaults and residual Adds.
 FP16_KEEP_FP32 = ("InstanceNormalization", "LayerNormalization", "GroupNormalization", "Softmax")
 #: Measured on the random tiny SD (configs.tiny_sd_components(0), S = 64, 6 images, ONNX Runtime CPU):
@@ -115,9 +127,8 @@ FP16_MEASURED = {
 #: objects) move with any perturbation: on the random tiny SD a 1e-3 relative perturbation of the
 #: fp32 latent alone gives per-point IoUs down to 0.77, a 3e-3 one down to 0.05. So fp16 IoU is
 #: enforced by the tests, on a tiny model whose maps keep flat objects, not here.
-END_TO_END_TOLERANCES: dict[str, tuple[float, float | None]] = {"fp32": (1.0, 0.9), "fp16": (24.0, None)}
-REASON = ("gen2seg TensorRT plans are not built by this version; trtexec commands: see tensorrt.trtexec (run them in "
-          "the engines directory on the device)")
+END_TO_END_TOLERANCES: dict[str, tuple[float, float | None]] = {"fp32": (1.0, 0.9), "fp16": (24.0, None),
+                                                                 "int8": (48.0, None)}
 _TRACE_BATCH = 2
 
 
@@ -322,17 +333,22 @@ def reference_colour(model: nn.Module, rgb: np.ndarray, size: int | None = None)
 # -------------------------------------------------------------------------------------- checks
 def check_stage(path: Path, stage: str, precision: str, feeds: np.ndarray, expected: np.ndarray) -> dict:
     """Run the graph (ONNX Runtime CPU) on the reference input; the fidelity record, or FidelityError."""
-    out = run_onnx(path, {GRAPH_IO[stage][0]: feeds})
+    return compare_stage(run_onnx(path, {GRAPH_IO[stage][0]: feeds}), expected, path.name, precision)
+
+
+def compare_stage(out: np.ndarray, expected: np.ndarray, name: str, precision: str, runtime: str = "onnx") -> dict:
+    """A graph's (or plan's) output against the float32 PyTorch stage: the fidelity record, or
+    FidelityError past ``fidelity.TOLERANCES[precision]`` or on a non-finite output."""
     atol, rtol = TOLERANCES[precision]
     ref_max = float(np.abs(expected).max())
     diff = np.abs(out.astype(np.float64) - expected.astype(np.float64))
     error = float(diff.max()) if np.isfinite(diff).all() else float("inf")
-    record = {"reference": "pytorch float32", "runtime": "onnxruntime cpu", "samples": int(expected.shape[0]),
-              "max_abs_error": error, "mean_abs_error": float(diff.mean()), "reference_max_abs": ref_max,
-              "tolerance": atol + rtol * ref_max}
+    record = {"reference": "pytorch float32", "runtime": "tensorrt" if runtime == "tensorrt" else "onnxruntime cpu",
+              "samples": int(expected.shape[0]), "max_abs_error": error, "mean_abs_error": float(diff.mean()),
+              "reference_max_abs": ref_max, "tolerance": atol + rtol * ref_max}
     if not np.isfinite(out).all() or error > record["tolerance"]:
         raise FidelityError(
-            f"{path.name}: max |output - torch| = {error:.4g} exceeds the {precision} tolerance "
+            f"{name}: max |output - torch| = {error:.4g} exceeds the {precision} tolerance "
             f"{record['tolerance']:.4g} "
             f"(atol {atol} + rtol {rtol} x max|ref| {ref_max:.4g}) on {record['samples']} check inputs; nothing was "
             "committed. Re-run; if it persists, report it with this message.")
@@ -349,8 +365,9 @@ def prompt_ious(ours: np.ndarray, reference: np.ndarray, points: Sequence[tuple[
 
 
 def end_to_end(colourizer: EngineColourizer, references: Sequence[tuple[np.ndarray, np.ndarray]],
-               samples: Sequence[tuple[np.ndarray, list]], precision: str) -> dict:
-    """Compare the runtime's colour maps with the PyTorch reference's; FidelityError past the bounds."""
+               samples: Sequence[tuple[np.ndarray, list]], precision: str, *, enforce: bool = True) -> dict:
+    """Compare the runtime's colour maps with the PyTorch reference's; FidelityError past the
+    bounds (``enforce=False``: recorded, with ``"enforced": false``, never raised)."""
     float_errors, uint8_errors, ious = [], [], []
     for (rgb, points), (ref_float, ref_map) in zip(samples, references):
         ours_float = colourizer.colour_float(rgb)
@@ -364,7 +381,10 @@ def end_to_end(colourizer: EngineColourizer, references: Sequence[tuple[np.ndarr
               "colour_uint8_max_abs_error": max(uint8_errors), "prompt_points": len(ious),
               "mask_iou_mean": float(np.mean(ious)), "mask_iou_min": float(np.min(ious)),
               "prompt_config": "PromptConfig(refine=False)", "tolerance": {"colour_max_abs_error": bound,
-                                                                            "mask_iou_min": min_iou}}
+                                                                            "mask_iou_min": min_iou},
+              "enforced": bool(enforce), "runtime_kind": colourizer.runtime}
+    if not enforce:
+        return record
     if not record["colour_max_abs_error"] <= bound or (min_iou is not None and record["mask_iou_min"] < min_iou):
         raise FidelityError(
             f"the {precision} gen2seg engines are too far from PyTorch end to end: colour max error "
@@ -420,41 +440,59 @@ def _log_default(line: str) -> None:
 def build_gen2seg_engines(checkpoint: str | Path, out: str | Path | None, precisions: Sequence[str] = PRECISIONS, *,
                           size: int | None = None, log: Callable[[str], None] | None = None, progress: bool = True,
                           force: bool = False, check_samples: int = 2, max_batch: int = DEFAULT_MAX_BATCH,
-                          opset: int = DEFAULT_OPSET, workspace_gib: float = 4.0) -> BuildResult:
-    """Export a gen2seg checkpoint (SD or MAE) to ONNX fp32/fp16 graphs with a checked manifest.
+                          opset: int = DEFAULT_OPSET, workspace_gib: float = 4.0, calib: str | Path | None = None,
+                          calib_size: int = DEFAULT_CALIB_SIZE, tensorrt: str = "auto",
+                          enforce_end_to_end: bool = True) -> BuildResult:
+    """Export a gen2seg checkpoint (SD or MAE) to ONNX fp32/fp16/int8 graphs (and TensorRT plans
+    where TensorRT runs) with a checked manifest.
 
     Args:
         checkpoint: a local directory (published gen2seg layout or ``save_pretrained``) or a hub id
             (``reachomk/gen2seg-sd``, ``reachomk/gen2seg-mae-h``), read by ``load_gen2seg``.
         out: engines directory (None: ``engines/<checkpoint name>``), replaced atomically.
-        precisions: non-empty subset of ``("fp32", "fp16")``; the fp32 graphs are always exported
-            (sources of the fp16 ones) and kept only when ``"fp32"`` is asked for.
+        precisions: non-empty subset of ``("fp32", "fp16", "int8")`` (``SETS``: the int8 set of SD
+            is the int8 UNet between the fp32 VAE graphs). The fp32 graphs are always exported
+            (sources of the others) and kept when a requested set uses them.
         size: SD: the fixed processing size S (a multiple of 8; default ``config.processing_size``);
             MAE: must equal the ViT's image size. The manifest's config records it.
-        log: where progress lines go (default: print). progress: tqdm bar over the graphs.
-        force: accepted for symmetry with ``build_engines``; every run rebuilds everything anyway.
+        log: where progress lines go (default: print). progress: tqdm bars (graphs, calibration).
+        force: rebuild even when the directory already holds this build (``up_to_date``).
         check_samples: synthetic check images (``check_images``). max_batch: largest batch of the
-            recorded TensorRT profiles (the graphs' batch axis is dynamic). opset: 17..20.
-        workspace_gib: TensorRT workspace in the recorded trtexec commands.
+            TensorRT profiles (the graphs' batch axis is dynamic). opset: 17..20.
+        workspace_gib: TensorRT builder workspace.
+        calib: INT8 calibration images: None / ``"demo"`` (procedural scenes), a folder of images,
+            or ``"random"`` (noise; benchmarks of random weights only). calib_size: how many.
+        tensorrt: ``"auto"`` (plans where TensorRT and a GPU exist, else the trtexec commands are
+            recorded), ``"on"`` (BackendUnavailableError without TensorRT, before any export),
+            ``"off"``.
+        enforce_end_to_end: False records the end-to-end colour/mask checks without enforcing
+            them (random-weight benchmarks: untrained maps are smooth noise whose masks move with
+            any rounding; the per-graph checks are always enforced). The manifest says which.
 
-    Returns a ``BuildResult`` (``reused`` is always empty). Raises ConfigError (bad arguments),
-    ArtifactNotFoundError / ArtifactMismatchError (checkpoint), ExportError, FidelityError.
+    Returns a ``BuildResult``. Raises ConfigError (bad arguments), ArtifactNotFoundError /
+    ArtifactMismatchError (checkpoint), BackendUnavailableError, ExportError, FidelityError.
     """
     start = time.perf_counter()
     log = log or _log_default
     wanted = tuple(dict.fromkeys(precisions))
     if not wanted or any(p not in PRECISIONS for p in wanted):
         raise ConfigError(f"gen2seg engines are built in {PRECISIONS}; got precisions {list(precisions)} "
-                          "(int8/fp8 and TensorRT plans are not built for gen2seg by this version).")
-    for name, value in (("check_samples", check_samples), ("max_batch", max_batch)):
+                          "(fp8 is not built for gen2seg by this version).")
+    for name, value in (("check_samples", check_samples), ("max_batch", max_batch), ("calib_size", calib_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be an int >= 1, got {value!r}.")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
         raise ConfigError(f"size must be an int >= 8, got {size!r}.")
     if opset not in SUPPORTED_OPSETS:
         raise ConfigError(f"opset must be in 17..20, got {opset!r}.")
+    if tensorrt not in ("auto", "on", "off"):
+        raise ConfigError(f"tensorrt must be 'auto', 'on' or 'off', got {tensorrt!r}.")
     from ..model.gen2seg.loading import load_gen2seg, resolve_source
+    from .gen2seg_quant import describe_source
+    from .gen2seg_tensorrt import availability
 
+    plans, plans_reason = availability(tensorrt)  # "on" without TensorRT raises here, before any work
+    calibration = describe_source(calib) if "int8" in wanted else None
     source = resolve_source(checkpoint)  # ArtifactNotFoundError for a path that is not a directory
     out = Path(out) if out is not None else default_out(checkpoint)
     check_out(out)
@@ -466,41 +504,129 @@ def build_gen2seg_engines(checkpoint: str | Path, out: str | Path | None, precis
         raise ConfigError(f"the SD processing size must be a multiple of 8 (the VAE downsamples by 8), got {size}.")
     directory = Path(source.root) if source.local else None
     digest = checkpoint_sha256(directory) if directory is not None else state_sha256(model)
+    job = _Job(model=model, source=str(checkpoint), directory=directory, digest=digest, out=out, wanted=wanted,
+               size=size, log=log, progress=progress, check_samples=check_samples, max_batch=max_batch, opset=opset,
+               workspace_gib=workspace_gib, calib=calib, calib_size=calib_size, calibration=calibration,
+               plans=plans, plans_reason=plans_reason, enforce=enforce_end_to_end, start=start)
     with BuildLock(out):
         remove_stale_staging(out, log)
-        return _build(model, str(checkpoint), directory, digest, out, wanted, size, log, progress, check_samples,
-                      max_batch, opset, workspace_gib, start)
+        if not force:
+            reused = up_to_date(out, job.build_inputs(), wanted, plans)
+            if reused is not None:
+                seconds = time.perf_counter() - start
+                log(f"up to date in {seconds:.1f} s: {out / 'manifest.json'} (built 0, reused {len(reused)}; "
+                    "--force rebuilds)")
+                from .manifest import load_manifest
+
+                return BuildResult(out, load_manifest(out, verify=True, family=FAMILY), [], reused, seconds)
+        return _build(job)
 
 
-def _build(model, source: str, directory: Path | None, digest: str, out: Path, wanted: tuple[str, ...], size: int,
-           log, progress: bool, check_samples: int, max_batch: int, opset: int, workspace_gib: float,
-           start: float) -> BuildResult:
+@dataclass
+class _Job:
+    """One gen2seg build's inputs (``build_gen2seg_engines``'s arguments, resolved)."""
+
+    model: Any
+    source: str
+    directory: Path | None
+    digest: str
+    out: Path
+    wanted: tuple[str, ...]
+    size: int
+    log: Callable[[str], None]
+    progress: bool
+    check_samples: int
+    max_batch: int
+    opset: int
+    workspace_gib: float
+    calib: Any
+    calib_size: int
+    calibration: dict | None
+    plans: bool
+    plans_reason: str
+    enforce: bool
+    start: float
+
+    @property
+    def variant(self) -> str:
+        return self.model.config.variant
+
+    def build_inputs(self) -> dict[str, Any]:
+        """What the files depend on (equal inputs + verified files = nothing to rebuild)."""
+        tools = tool_versions()
+        return json.loads(json.dumps({
+            "sdk_version": __version__, "family": FAMILY, "checkpoint_sha256": self.digest,
+            "config": json.loads(self.model.config.to_json()), "opset": self.opset,
+            "check_samples": self.check_samples, "max_batch": self.max_batch,
+            "fp16_keep_fp32": list(FP16_KEEP_FP32), "fp16_residual_adds_fp32": True,
+            "calibration": None if self.calibration is None else {**self.calibration, "count": self.calib_size},
+            "enforce_end_to_end": self.enforce, "workspace_gib": self.workspace_gib,
+            "tools": {k: v for k, v in tools.items() if k != "tensorrt"}}))
+
+
+def up_to_date(out: Path, inputs: dict[str, Any], wanted: Sequence[str], plans: bool) -> list[str] | None:
+    """The files of ``out``'s build when it is exactly the one asked for (same ``build_inputs``,
+    the same sets, TensorRT plans present iff they would be built now, every file's sha256
+    verified), else None."""
+    from .manifest import load_manifest
+
+    try:
+        manifest = load_manifest(out, verify=True, family=FAMILY)
+    except GenMaskError:
+        return None
+    data = manifest.data
+    if data.get("build_inputs") != inputs or sorted(data.get("sets", {})) != sorted(wanted):
+        return None
+    if bool((data.get("tensorrt") or {}).get("built")) != plans:
+        return None
+    if plans and not _plans_match_this_gpu(data):
+        return None
+    return [r["file"] for r in data["artifacts"]]
+
+
+def _plans_match_this_gpu(data: dict) -> bool:
+    """Whether the recorded plans were built by this TensorRT version on this GPU architecture."""
+    from .tensorrt_steps import _current_target, _target
+
+    current = _current_target()
+    return all(_target(r) == current for r in data["artifacts"] if r.get("runtime") == "tensorrt")
+
+
+def _build(job: _Job) -> BuildResult:
     from tqdm.auto import tqdm
 
-    config = model.config
+    from .gen2seg_quant import SETS, calibration_images, quantize_stage, stage_inputs
+
+    model, config, log, size = job.model, job.model.config, job.log, job.size
     stages = STAGES[config.variant]
     latent = int(model.vae.config.latent_channels) if config.variant == "sd" else 4
-    samples = check_images(check_samples, size)
-    log(f"computing the PyTorch reference on {check_samples} synthetic check images at {size}x{size}")
+    sets = {p: dict(SETS[config.variant][p]) for p in job.wanted}
+    needed = {(stage, p) for files in sets.values() for stage, p in files.items()}
+    samples = check_images(job.check_samples, size)
+    log(f"computing the PyTorch reference on {job.check_samples} synthetic check images at {size}x{size}")
     refs = reference_stages(model, reference_inputs(model, [s[0] for s in samples], size))
     colour_refs = [reference_colour(model, rgb, size) for rgb, _ in samples]
+    calibration_inputs = None
+    if "int8" in job.wanted:
+        log(f"encoding {job.calib_size} INT8 calibration images ({job.calibration['kind']}) at {size}x{size}")
+        if job.calibration["kind"] == "random":
+            log("WARNING: INT8 calibrated on random noise is meaningless for a trained model; use it only for "
+                "random-weight benchmarks (--calib demo or a folder of your images otherwise)")
+        calibration_inputs = stage_inputs(model, calibration_images(job.calib, job.calib_size, size), size)
     processing = processing_entry(model, size)
     modules = stage_modules(model)
     records: dict[tuple[str, str], dict] = {}
-    end: dict[str, dict] = {}
-    steps = [(stage, p) for p in ("fp32", "fp16") if p == "fp32" or p in wanted for stage in stages]
-    with Staging(out) as staging:
-        bar = tqdm(steps, desc="gen2seg graphs", disable=not progress)
-        for stage, precision in bar:
-            name = f"{stage}.{precision}.onnx"
-            path = staging.path(name)
+    steps = [(stage, "fp32") for stage in stages] + [(stage, p) for p in ("fp16", "int8") for stage in stages
+                                                     if (stage, p) in needed]
+    with Staging(job.out) as staging:
+        for stage, precision in tqdm(steps, desc="gen2seg graphs", disable=not job.progress):
+            path = staging.path(f"{stage}.{precision}.onnx")
             sig = signature(stage, size, latent)
-            log(f"exporting {name}")
+            log(f"exporting {path.name}")
             began = time.perf_counter()
-            weight_bytes = module_bytes(modules[stage]) // (1 if precision == "fp32" else 2)
-            big = weight_bytes > EXTERNAL_DATA_THRESHOLD
+            big = module_bytes(modules[stage]) // (2 if precision == "fp16" else 1) > EXTERNAL_DATA_THRESHOLD
             if precision == "fp32":
-                seconds = export_stage(modules[stage], stage, sig, path, opset=opset, external_data=big,
+                seconds = export_stage(modules[stage], stage, sig, path, opset=job.opset, external_data=big,
                                        timestep=config.timestep)
                 details = {"method": "torch.onnx.export(dynamo=True), float32", "trace_seconds": round(seconds, 2)}
                 if stage == "unet":
@@ -508,57 +634,110 @@ def _build(model, source: str, directory: Path | None, digest: str, out: Path, w
                                          f"empty-prompt embedding c∅ {list(model.empty_prompt_embedding.shape)} "
                                          f"({config.empty_prompt_padding})",
                                          "x0 = a*z + b*UNet(z) with (a, b) = " + str(list(model.coefficients))]
+            elif precision == "fp16":
+                details = convert_to_fp16(staging.path(f"{stage}.fp32.onnx"), path, external_data=big)
             else:
-                source_path = staging.path(f"{stage}.fp32.onnx")
-                details = convert_to_fp16(source_path, path, external_data=big)
-                check_signature(path, sig, stage)
+                details = quantize_stage(modules[stage], config.variant, staging.path(f"{stage}.fp32.onnx"), path,
+                                         calibration_inputs, external_data=big, progress=job.progress)
+                details["calibration"] = job.calibration
+            check_signature(path, sig, stage)
             export_seconds = time.perf_counter() - began
             fidelity = check_stage(path, stage, precision, *refs[stage])
-            log(f"{name}: {export_seconds:.1f} s, max |onnx - torch| {fidelity['max_abs_error']:.3g} "
+            log(f"{path.name}: {export_seconds:.1f} s, max |onnx - torch| {fidelity['max_abs_error']:.3g} "
                 f"(tolerance {fidelity['tolerance']:.3g})")
-            inputs, outputs = io_specs(path)
-            ops = op_counts(path)
-            records[(stage, precision)] = {
-                "stage": stage, "precision": precision, "runtime": "onnx", **file_record(path),
-                "external_data": [file_record(path.parent / f) for f in external_data_files(path)],
-                "inputs": [s.to_json() for s in inputs], "outputs": [s.to_json() for s in outputs],
-                "profiles": _profiles(sig, max_batch), "opset": opset, "export_seconds": round(export_seconds, 2),
-                "details": details, "graph": {"ops": ops, "sin_cos_nodes": ops.get("Sin", 0) + ops.get("Cos", 0)},
-                "fidelity": fidelity}
-            if stage == stages[-1]:
-                files = {s: staging.path(f"{s}.{precision}.onnx") for s in stages}
-                with EngineColourizer.from_files(processing, files, precision=precision) as colourizer:
-                    end[precision] = end_to_end(colourizer, colour_refs, samples, precision)
-                log(f"{precision} end to end: colour max error {end[precision]['colour_max_abs_error']:.3g} (float), "
-                    f"{end[precision]['colour_uint8_max_abs_error']} (uint8); point-prompt mask IoU min "
-                    f"{end[precision]['mask_iou_min']:.4f}")
-        kept = [r for (stage, p), r in records.items() if p in wanted]
-        sets = {p: {"onnx": {s: f"{s}.{p}.onnx" for s in stages}, "tensorrt": None} for p in wanted}
-        config_json = json.loads(config.to_json())
-        tools = tool_versions()
-        data = {
-            "format_version": FORMAT_VERSION, "sdk_version": __version__, "family": FAMILY,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "config": config_json, "checkpoint": checkpoint_entry(source, directory, digest),
-            "processing": processing, "max_batch": max_batch,
-            "build_inputs": {"sdk_version": __version__, "family": FAMILY, "checkpoint_sha256": digest,
-                             "config": config_json, "opset": opset, "check_samples": check_samples,
-                             "fp16_keep_fp32": list(FP16_KEEP_FP32), "fp16_residual_adds_fp32": True,
-                             "tools": {k: v for k, v in tools.items() if k != "tensorrt"}},
-            "tools": tools,
-            "tensorrt": skipped_summary(REASON, kept, workspace_gib),
-            "artifacts": kept, "end_to_end": end, "sets": sets,
-        }
-        old = _old_files(out)
-        staged = [r["file"] for r in kept] + [e["file"] for r in kept for e in r["external_data"]]
+            records[(stage, precision)] = _graph_record(path, stage, precision, sig, job, export_seconds, details,
+                                                        fidelity)
+        end = {p: _check_set(staging, processing, files, p, colour_refs, samples, job, "onnx")
+               for p, files in sets.items()}
+        kept = [records[key] for key in records if key in needed]
+        plan_records, summary, plan_sets = _tensorrt(job, staging, kept, refs, sets, processing, colour_refs, samples)
+        data = _manifest_data(job, processing, kept + plan_records, summary, end, sets, plan_sets)
+        old = _old_files(job.out)
+        files = kept + plan_records
+        staged = [r["file"] for r in files] + [e["file"] for r in files for e in r["external_data"]]
         commit(staging, staged, data, old, log)
     from .manifest import load_manifest
 
-    manifest = load_manifest(out, verify=True, family=FAMILY)
-    seconds = time.perf_counter() - start
-    built = [r["file"] for r in kept]
-    log(f"done in {seconds:.1f} s: {out / 'manifest.json'} (built {len(built)}, reused 0)")
-    return BuildResult(out, manifest, built, [], seconds)
+    manifest = load_manifest(job.out, verify=True, family=FAMILY)
+    seconds = time.perf_counter() - job.start
+    built = [r["file"] for r in files]
+    log(f"done in {seconds:.1f} s: {job.out / 'manifest.json'} (built {len(built)}, reused 0)")
+    return BuildResult(job.out, manifest, built, [], seconds)
+
+
+def _graph_record(path: Path, stage: str, precision: str, sig: GraphSignature, job: _Job, export_seconds: float,
+                  details: dict, fidelity: dict) -> dict:
+    """The manifest record of one ONNX graph."""
+    inputs, outputs = io_specs(path)
+    ops = op_counts(path)
+    return {"stage": stage, "precision": precision, "runtime": "onnx", **file_record(path),
+            "external_data": [file_record(path.parent / f) for f in external_data_files(path)],
+            "inputs": [s.to_json() for s in inputs], "outputs": [s.to_json() for s in outputs],
+            "profiles": _profiles(sig, job.max_batch), "opset": details.get("opset", job.opset),
+            "export_seconds": round(export_seconds, 2), "details": details,
+            "graph": {"ops": ops, "sin_cos_nodes": ops.get("Sin", 0) + ops.get("Cos", 0)}, "fidelity": fidelity}
+
+
+def _check_set(staging: Staging, processing: dict, files: dict[str, str], precision: str, colour_refs, samples,
+               job: _Job, runtime: str) -> dict:
+    """End-to-end check of one set through the runtime (``end_to_end``), logged."""
+    suffix = "onnx" if runtime == "onnx" else "plan"
+    paths = {stage: staging.path(f"{stage}.{p}.{suffix}") for stage, p in files.items()}
+    with EngineColourizer.from_files(processing, paths, precision=precision, runtime=runtime,
+                                     provider="cpu" if runtime == "onnx" else "tensorrt") as colourizer:
+        record = end_to_end(colourizer, colour_refs, samples, precision, enforce=job.enforce)
+    label = precision if runtime == "onnx" else f"{precision} TensorRT"
+    job.log(f"{label} end to end: colour max error {record['colour_max_abs_error']:.3g} (float), "
+            f"{record['colour_uint8_max_abs_error']} (uint8); point-prompt mask IoU min {record['mask_iou_min']:.4f}"
+            + ("" if job.enforce else " (recorded, not enforced)"))
+    return record
+
+
+def _tensorrt(job: _Job, staging: Staging, kept: list[dict], refs, sets: dict, processing: dict, colour_refs,
+              samples) -> tuple[list[dict], dict, dict]:
+    """Plans of every kept graph when TensorRT is available: (plan records, the manifest's
+    ``tensorrt`` entry, precision -> {stage: plan file}); else ([], the skipped summary, {})."""
+    from .gen2seg_tensorrt import TIMING_CACHE, build_gen2seg_plan, plan_file, plan_output, summary_built
+
+    if not job.plans:
+        summary = skipped_summary(job.plans_reason, kept, job.workspace_gib)
+        job.log(f"TensorRT plans skipped: {job.plans_reason}")
+        return [], summary, {}
+    plan_records = []
+    for source in kept:
+        stage, precision = source["stage"], source["precision"]
+        name = plan_file(source["file"])
+        job.log(f"building TensorRT plan {name}")
+        feeds, expected = refs[stage]
+
+        def check(plan_path: Path, stage=stage, precision=precision, feeds=feeds, expected=expected) -> dict:
+            out = plan_output(plan_path, {GRAPH_IO[stage][0]: feeds})
+            return compare_stage(out, expected, plan_path.name, "fp16" if precision == "fp32" else precision,
+                                 runtime="tensorrt")
+
+        record = build_gen2seg_plan(source, staging.path(source["file"]), staging.path(name), job.workspace_gib,
+                                    job.out / TIMING_CACHE, check, progress=job.progress)
+        plan_records.append(record)
+        job.log(f"{name}: {record['build_seconds']:.1f} s, max |plan - torch| {record['fidelity']['max_abs_error']:.3g}")
+    plan_sets = {p: {stage: plan_file(f"{stage}.{q}.onnx") for stage, q in files.items()} for p, files in sets.items()}
+    for p, files in sets.items():
+        _check_set(staging, processing, files, p, colour_refs, samples, job, "tensorrt")
+    return plan_records, summary_built(job.plans_reason), plan_sets
+
+
+def _manifest_data(job: _Job, processing: dict, artifacts: list[dict], summary: dict, end: dict, sets: dict,
+                   plan_sets: dict) -> dict:
+    config_json = json.loads(job.model.config.to_json())
+    return {
+        "format_version": FORMAT_VERSION, "sdk_version": __version__, "family": FAMILY,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": config_json, "checkpoint": checkpoint_entry(job.source, job.directory, job.digest),
+        "processing": processing, "max_batch": job.max_batch, "build_inputs": job.build_inputs(),
+        "tools": tool_versions(), "tensorrt": summary, "artifacts": artifacts, "end_to_end": end,
+        "sets": {p: {"onnx": {stage: f"{stage}.{q}.onnx" for stage, q in files.items()},
+                     "tensorrt": plan_sets.get(p)} for p, files in sets.items()},
+        "set_precisions": sets,
+    }
 
 
 def _old_files(out: Path) -> set[str]:

@@ -4,11 +4,12 @@
 build goes on, untouched) unless ``--checkpoint`` is a gen2seg checkpoint, decided without importing
 torch (``is_gen2seg_checkpoint``), and then runs ``gen2seg_build.build_gen2seg_engines``.
 
-Options that apply: ``--out``, ``--precisions`` (fp32,fp16; the GenMask default list means both),
-``--resolution`` (the SD processing size S), ``--max-batch``, ``--opset``, ``--workspace`` (in the
-recorded trtexec commands), ``--force`` (accepted; every build rebuilds), ``--no-progress``. The
-GenMask-only ones (``--calib``, ``--calib-size``, ``--max-prompt-tokens``, ``--int8-keep-blocks``,
-``--no-text-embedder``) and ``--tensorrt on`` are refused with a one-line error (exit 2).
+Options that apply: ``--out``, ``--precisions`` (fp32,fp16,int8; fp8 is refused), ``--resolution``
+(the SD processing size S), ``--max-batch``, ``--opset``, ``--tensorrt``, ``--workspace``,
+``--force`` (rebuild an up-to-date directory), ``--no-progress``, ``--calib`` (INT8 calibration
+images: ``demo``, ``random`` or a folder of images; no prompt file) and ``--calib-size``. The
+GenMask-only ones (``--max-prompt-tokens``, ``--int8-keep-blocks``, ``--no-text-embedder``) are
+refused with a one-line error (exit 2).
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import BackendUnavailableError, ConfigError, GenMaskError, one_line
+from ..errors import ConfigError, GenMaskError, one_line
 from ..families import GEN2SEG, GEN2SEG_CONFIG_NAME as CONFIG_NAME, GEN2SEG_HUB_IDS as KNOWN_HUB_IDS, family_of
 
-GENMASK_DEFAULT_PRECISIONS = "fp32,fp16,int8"
 __all__ = ["CONFIG_NAME", "KNOWN_HUB_IDS", "gen2seg_main", "is_gen2seg_checkpoint"]
 
 
@@ -34,25 +34,22 @@ def gen2seg_main(args: argparse.Namespace, prog: str) -> int | None:
     if not is_gen2seg_checkpoint(args.checkpoint):
         return None
     try:
-        refused = [flag for flag, value in (("--calib", args.calib), ("--max-prompt-tokens", args.max_prompt_tokens),
-                                            ("--calib-size", args.calib_size != 64),
+        refused = [flag for flag, value in (("--max-prompt-tokens", args.max_prompt_tokens),
                                             ("--int8-keep-blocks", args.int8_keep_blocks != 1),
                                             ("--no-text-embedder", args.no_text_embedder)) if value]
         if refused:
             raise ConfigError(f"{', '.join(refused)} apply to GenMask checkpoints only; {args.checkpoint} is gen2seg.")
-        if args.tensorrt == "on":
-            raise BackendUnavailableError("--tensorrt on: gen2seg TensorRT plans are not built by this version (the "
-                                          "manifest lists the trtexec commands); use --tensorrt auto or off.")
-        text = "fp32,fp16" if args.precisions == GENMASK_DEFAULT_PRECISIONS else args.precisions
-        precisions = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+        precisions = [p.strip() for p in args.precisions.replace(" ", ",").split(",") if p.strip()]
         from .gen2seg_build import build_gen2seg_engines  # torch, diffusers, onnx: seconds of imports
 
         result = build_gen2seg_engines(args.checkpoint, args.out, precisions, size=args.resolution,
                                        progress=not args.no_progress, force=args.force, max_batch=args.max_batch,
-                                       opset=args.opset, workspace_gib=args.workspace)
+                                       opset=args.opset, workspace_gib=args.workspace, calib=args.calib,
+                                       calib_size=args.calib_size, tensorrt=args.tensorrt)
     except GenMaskError as exc:
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     for precision, entry in result.manifest.data["sets"].items():
-        print(f"{precision}: {', '.join(entry['onnx'].values())}; no TensorRT plans")
+        plans = ", ".join((entry.get("tensorrt") or {}).values()) or "no TensorRT plans"
+        print(f"{precision}: {', '.join(entry['onnx'].values())}; {plans}")
     return 0

@@ -1,4 +1,7 @@
-"""Calibrate the DiT's Linear layers in PyTorch with NVIDIA Model Optimizer (``nvidia-modelopt``).
+"""Calibrate Linear and Conv2d layers in PyTorch with NVIDIA Model Optimizer (``nvidia-modelopt``).
+
+``calibrate`` is the general step (any float32 module, any ``module_config``); ``calibrate_dit``
+is GenMask's DiT recipe below; gen2seg's UNet/ViT recipe is in ``gen2seg_quant.py``.
 
 ``calibrate_dit`` inserts Model Optimizer's quantizers into a *tensor-sharing copy* of the one-step
 DiT (new module objects, the very same weight tensors: the caller's model is never modified and no
@@ -39,24 +42,32 @@ QUANT_MODES = ("int8", "fp8")
 #: Modules never quantized (float32 in every quantized graph), matched as path fragments.
 KEPT_MODULES = ("patch_embedding", "condition_embedder", "norm_out", "proj_out")
 _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+#: Model Optimizer's names of the module classes whose quantizers are enabled (``parent_class``).
+QUANTIZED_CLASSES = ("nn.Linear", "nn.Conv2d")
 #: ``num_bits`` of Model Optimizer's quantizer config per mode (FP8 E4M3 = (exponent, mantissa) bits).
 NUM_BITS = {"int8": 8, "fp8": (4, 3)}
 
 
 @dataclass(frozen=True)
-class LinearQuant:
-    """What Model Optimizer calibrated for one ``nn.Linear`` (``module`` is its path from the
-    ``DitGraph`` root, e.g. ``dit.transformer.blocks.3.attn1.to_q`` — the exporter's name scope).
+class LayerQuant:
+    """What Model Optimizer calibrated for one ``nn.Linear`` or ``nn.Conv2d`` (``module`` is its
+    path from the exported module's root, e.g. ``dit.transformer.blocks.3.attn1.to_q`` — the
+    exporter's name scope).
 
-    ``input_amax``: float, largest |activation| seen; ``weight_amax``: float32 (out_features,)
-    per output channel (INT8) or shape (1,) per tensor (FP8); ``weight``: float32
-    (out_features, in_features), the layer's weight as quantized.
+    ``input_amax``: float, largest |activation| seen; ``weight_amax``: float32 (out_channels,)
+    per output channel (INT8) or shape (1,) per tensor (FP8); ``weight``: float32, the layer's
+    weight as quantized: Linear (out, in), Conv2d (out, in, kh, kw).
     """
 
     module: str
     input_amax: float
     weight_amax: np.ndarray
     weight: np.ndarray
+
+    @property
+    def kind(self) -> str:
+        """``"linear"`` or ``"conv"`` (from the weight's rank)."""
+        return "conv" if self.weight.ndim == 4 else "linear"
 
 
 def modelopt_version() -> str:
@@ -97,17 +108,27 @@ def quantized_block_ids(num_layers: int, keep_blocks: int) -> list[int]:
 
 
 def quant_config(mode: str, blocks: Iterable[int]) -> dict:
-    """Model Optimizer config: everything off, then weight and input quantizers of ``blocks`` on."""
+    """Model Optimizer config of the DiT: the Linear layers of transformer ``blocks`` on, except
+    ``KEPT_MODULES``."""
+    return module_config(mode, [f"*.blocks.{block}.*" for block in blocks], KEPT_MODULES)
+
+
+def module_config(mode: str, include: Iterable[str], exclude: Iterable[str] = ()) -> dict:
+    """Model Optimizer config: every quantizer off, then the weight and input quantizers of the
+    Linear and Conv2d modules (``QUANTIZED_CLASSES``) matching the ``include`` wildcards on (INT8 weights per output channel, ``axis=0``; FP8 per
+    tensor), then those whose path contains an ``exclude`` fragment off again. Max calibration."""
     if mode not in QUANT_MODES:
         raise ConfigError(f"quantization mode must be one of {QUANT_MODES}, got {mode!r}.")
     bits = NUM_BITS[mode]
     weight_axis = 0 if mode == "int8" else None
     entries: list[dict] = [{"quantizer_name": "*", "enable": False}]
-    for block in blocks:
-        entries.append({"quantizer_name": f"*.blocks.{block}.*weight_quantizer",
-                        "cfg": {"num_bits": bits, "axis": weight_axis}})
-        entries.append({"quantizer_name": f"*.blocks.{block}.*input_quantizer", "cfg": {"num_bits": bits, "axis": None}})
-    for fragment in KEPT_MODULES:
+    for pattern in include:
+        for parent in QUANTIZED_CLASSES:  # not the norms' input quantizers, which a wildcard alone would enable
+            entries.append({"quantizer_name": f"{pattern}weight_quantizer", "parent_class": parent,
+                            "cfg": {"num_bits": bits, "axis": weight_axis}})
+            entries.append({"quantizer_name": f"{pattern}input_quantizer", "parent_class": parent,
+                            "cfg": {"num_bits": bits, "axis": None}})
+    for fragment in exclude:
         entries.append({"quantizer_name": f"*{fragment}*", "enable": False})
     return {"quant_cfg": entries, "algorithm": "max"}
 
@@ -120,7 +141,7 @@ def sharing_copy(module):
 
 
 def calibrate_dit(dit_graph, feeds: Sequence[dict[str, np.ndarray]], *, mode: str, num_layers: int,
-                  keep_blocks: int = 1, progress: bool = True) -> tuple[list[LinearQuant], object]:
+                  keep_blocks: int = 1, progress: bool = True) -> tuple[list[LayerQuant], object]:
     """Calibrate ``dit_graph`` (a float32 ``DitGraph``, eval mode) on ``feeds``.
 
     ``feeds``: ``{"z_img": (1, 16, h, w) f32, "context": (1, L, D) f32, "context_mask": (1, L) bool}``
@@ -128,51 +149,69 @@ def calibrate_dit(dit_graph, feeds: Sequence[dict[str, np.ndarray]], *, mode: st
     Optimizer's simulated quantization (``fake_quant_forward``). Raises ConfigError (no feeds,
     nothing to quantize, Model Optimizer missing).
     """
+    config = quant_config(mode, quantized_block_ids(num_layers, keep_blocks))
+    inputs = [tuple(feed[k] for k in DIT_INPUTS) for feed in feeds]
+    return calibrate(dit_graph, inputs, config, mode=mode, progress=progress)
+
+
+#: The DiT graph's inputs, in ``DitGraph.forward`` order.
+DIT_INPUTS = ("z_img", "context", "context_mask")
+
+
+def calibrate(module, inputs: Sequence[tuple[np.ndarray, ...]], config: dict, *, mode: str,
+              progress: bool = True) -> tuple[list[LayerQuant], object]:
+    """Max-calibrate ``module`` (float32, eval mode; left unmodified) with Model Optimizer's
+    ``config`` (``module_config``), running ``module(*sample)`` for each sample of ``inputs``
+    (numpy arrays, one sample at a time, with a progress bar). Returns ``(calibrated layers, the
+    fake-quantized tensor-sharing copy)``. Raises ConfigError (no inputs, nothing calibrated, Model
+    Optimizer missing, a quantized module that is neither Linear nor Conv2d)."""
     import torch
     from tqdm.auto import tqdm
 
-    if not feeds:
+    if not inputs:
         raise ConfigError(f"{mode.upper()} calibration needs at least one sample.")
     mtq = import_mtq()
-    config = quant_config(mode, quantized_block_ids(num_layers, keep_blocks))
-    quantized = sharing_copy(dit_graph).eval()
+    quantized = sharing_copy(module).eval()
 
     def forward_loop(model) -> None:
         with torch.no_grad():
-            for feed in tqdm(feeds, desc=f"{mode} calibration (Model Optimizer)", unit="sample", disable=not progress):
-                model(*(torch.from_numpy(np.ascontiguousarray(feed[k])) for k in ("z_img", "context", "context_mask")))
+            for sample in tqdm(inputs, desc=f"{mode} calibration (Model Optimizer)", unit="sample", disable=not progress):
+                model(*(torch.from_numpy(np.ascontiguousarray(x)) for x in sample))
 
     with _quiet_modelopt():
         quantized = mtq.quantize(quantized, config, forward_loop)
-    return linear_quants(quantized, mode), quantized
+    return layer_quants(quantized, mode), quantized
 
 
-def linear_quants(quantized, mode: str) -> list[LinearQuant]:
-    """The calibrated Linear layers of a Model Optimizer-quantized module, in module order."""
+def layer_quants(quantized, mode: str) -> list[LayerQuant]:
+    """The calibrated Linear and Conv2d layers of a Model Optimizer-quantized module, in module order."""
     out = []
     for name, module in quantized.named_modules():
         wq, iq = getattr(module, "weight_quantizer", None), getattr(module, "input_quantizer", None)
         if wq is None or iq is None or not (wq.is_enabled and iq.is_enabled):
             continue
-        if module.weight.dim() != 2:
-            raise ConfigError(f"{name}: only Linear layers are quantized, got a weight of shape {tuple(module.weight.shape)}.")
+        if module.weight.dim() not in (2, 4):
+            raise ConfigError(f"{name}: only Linear and Conv2d layers are quantized, got a weight of shape "
+                              f"{tuple(module.weight.shape)}.")
         if iq.amax is None or wq.amax is None:
             continue  # never ran during calibration (not part of the one-step graph)
-        out.append(LinearQuant(
+        out.append(LayerQuant(
             module=name, input_amax=float(iq.amax.detach().float().max()),
             weight_amax=wq.amax.detach().float().reshape(-1).cpu().numpy().astype(np.float32),
             weight=module.weight.detach().float().cpu().numpy()))
     if not out:
-        raise ConfigError(f"Model Optimizer calibrated no Linear layer for {mode}; nothing to quantize.")
+        raise ConfigError(f"Model Optimizer calibrated no Linear or Conv2d layer for {mode}; nothing to quantize.")
     return out
 
 
-def fake_quant_forward(quantized, feed: dict[str, np.ndarray]) -> np.ndarray:
-    """Model Optimizer's simulated-quantization output x0 (float32) for one feed."""
+def fake_quant_forward(quantized, feed: dict[str, np.ndarray] | Sequence[np.ndarray]) -> np.ndarray:
+    """Model Optimizer's simulated-quantization output (float32) for one feed: a DiT feed dict
+    (``DIT_INPUTS``) or the module's positional inputs."""
     import torch
 
+    arrays = [feed[k] for k in DIT_INPUTS] if isinstance(feed, dict) else list(feed)
     with torch.no_grad():
-        out = quantized(*(torch.from_numpy(np.ascontiguousarray(feed[k])) for k in ("z_img", "context", "context_mask")))
+        out = quantized(*(torch.from_numpy(np.ascontiguousarray(x)) for x in arrays))
     return out.float().numpy()
 
 
@@ -193,5 +232,6 @@ def block_of(module: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-__all__ = ["KEPT_MODULES", "LinearQuant", "QUANT_MODES", "block_of", "calibrate_dit", "fake_quant_forward", "import_mtq",
-           "linear_quants", "modelopt_version", "quant_config", "quantized_block_ids", "sharing_copy"]
+__all__ = ["DIT_INPUTS", "KEPT_MODULES", "LayerQuant", "QUANT_MODES", "block_of", "calibrate", "calibrate_dit",
+           "fake_quant_forward", "import_mtq", "layer_quants", "modelopt_version", "module_config", "quant_config",
+           "quantized_block_ids", "sharing_copy"]

@@ -1,11 +1,15 @@
-"""Write Model Optimizer's calibration into the fp32 DiT graph as explicit Q/DQ (TensorRT's
-strongly typed explicit quantization; notes/trt_practice.md §0, §2).
+"""Write Model Optimizer's calibration into an fp32 graph as explicit Q/DQ (TensorRT's strongly
+typed explicit quantization; notes/trt_practice.md §0, §2).
 
-For every calibrated Linear (``modelopt_calib.LinearQuant``) the exporter wrote one ``MatMul(A, Wᵀ)``
-whose ``Wᵀ`` (in, out) is an initialiser and whose name scopes name the module. It becomes::
+For every calibrated layer (``modelopt_calib.LayerQuant``) the exporter wrote one node whose weight
+is an initialiser and whose name scopes name the module: a Linear is ``MatMul(A, Wᵀ)`` (``Wᵀ``
+(in, out); on 2-D inputs possibly ``Gemm(A, W, transB=1)``), a Conv2d is ``Conv(A, W)`` (W (out,
+in, kh, kw)). Each becomes (bias inputs untouched, float32)::
 
     A -> QuantizeLinear(s_a, 0) -> DequantizeLinear(s_a, 0) ─┐
-    Wq (in, out) -> DequantizeLinear(s_w, 0, axis=1) ─────────┴─> MatMul
+    Wq -> DequantizeLinear(s_w, 0, axis=<output-channel axis>) ┴─> MatMul / Gemm / Conv
+
+with the output-channel axis 1 for ``Wᵀ`` (in, out) and 0 for W (out, ...).
 
 * INT8: ``s_a = amax_a / 127`` per tensor, ``s_w = amax_w / 127`` per output channel, ``Wq`` int8
   = round-half-even(W / s_w), zero points 0 (symmetric: TensorRT rejects others);
@@ -28,17 +32,22 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .graphs import ExportError
-from .modelopt_calib import LinearQuant, module_of
+from .modelopt_calib import LayerQuant, module_of
 from .onnx_io import check_onnx, save_onnx
 from .fp16 import name_scopes
 
 FP8_MIN_OPSET = 19
+#: Op types whose second input (an initialiser) is a calibrated layer's weight.
+_WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
 _MAX = {"int8": 127.0, "fp8": 448.0}
 
 
-def quantize_weight(weight_t: np.ndarray, scale: np.ndarray, mode: str) -> np.ndarray:
-    """``Wᵀ`` (in, out) float32 / ``scale`` (out,) or (1,) -> int8 or float8e4m3fn (in, out)."""
-    scaled = weight_t / scale.reshape(1, -1)
+def quantize_weight(weight: np.ndarray, scale: np.ndarray, mode: str, axis: int = 1) -> np.ndarray:
+    """float32 ``weight`` / ``scale`` ((out,) along ``axis``, or (1,)) -> int8 or float8e4m3fn, same shape.
+    The default ``axis=1`` is a MatMul's ``Wᵀ`` (in, out)."""
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    scaled = weight / scale.reshape(shape)
     if mode == "int8":
         return np.clip(np.rint(scaled), -128, 127).astype(np.int8)
     import ml_dtypes
@@ -64,7 +73,7 @@ def _zero_point(name: str, mode: str, shape: tuple[int, ...]) -> onnx.TensorProt
 class _Writer:
     """Collects the new nodes and initialisers of one graph."""
 
-    def __init__(self, model: onnx.ModelProto, layers: Sequence[LinearQuant], mode: str) -> None:
+    def __init__(self, model: onnx.ModelProto, layers: Sequence[LayerQuant], mode: str) -> None:
         self.model, self.mode = model, mode
         self.layers = {layer.module: layer for layer in layers}
         self.initializers = {t.name: t for t in model.graph.initializer}
@@ -77,30 +86,46 @@ class _Writer:
         for node in self.model.graph.node:
             module = self._quantizable(node)
             if module is not None:
-                nodes += self._quantize_matmul(node, self.layers[module])
+                nodes += self._quantize_node(node, self.layers[module])
                 self.done[module] = node.name
             nodes.append(node)
         missing = sorted(set(self.layers) - set(self.done))
         if missing:
-            raise ExportError(f"Q/DQ: {len(missing)} calibrated layers have no MatMul in the graph ({missing[:3]}...); "
+            raise ExportError(f"Q/DQ: {len(missing)} calibrated layers have no MatMul/Gemm/Conv in the graph "
+                              f"({missing[:3]}...); "
                               "the export's name scopes no longer match the model.")
         return nodes
 
     def _quantizable(self, node: onnx.NodeProto) -> str | None:
-        if node.op_type != "MatMul" or node.input[1] not in self.initializers:
+        if node.op_type not in _WEIGHT_OPS or len(node.input) < 2 or node.input[1] not in self.initializers:
             return None
         module = module_of(name_scopes(node), set(self.layers))
         if module is not None and module in self.done:
-            raise ExportError(f"Q/DQ: {module} maps to two MatMuls ({self.done[module]}, {node.name}).")
+            raise ExportError(f"Q/DQ: {module} maps to two nodes ({self.done[module]}, {node.name}).")
         return module
 
-    def _quantize_matmul(self, node: onnx.NodeProto, layer: LinearQuant) -> list[onnx.NodeProto]:
+    def _graph_weight(self, node: onnx.NodeProto, layer: LayerQuant) -> tuple[np.ndarray, int]:
+        """The layer's weight as the node stores it, and that tensor's output-channel axis."""
+        if layer.kind == "conv":
+            if node.op_type != "Conv":
+                raise ExportError(f"Q/DQ: {layer.module} is a Conv2d but its node {node.name} is a {node.op_type}.")
+            weight, axis = layer.weight, 0
+        elif node.op_type == "MatMul":
+            weight, axis = layer.weight.T, 1
+        elif node.op_type == "Gemm":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            weight, axis = (layer.weight, 0) if attrs.get("transB", 0) else (layer.weight.T, 1)
+        else:
+            raise ExportError(f"Q/DQ: {layer.module} is a Linear but its node {node.name} is a {node.op_type}.")
+        stored = tuple(self.initializers[node.input[1]].dims)
+        if stored != weight.shape:
+            raise ExportError(f"Q/DQ: {layer.module}'s weight is {stored} in the graph ({node.op_type}), "
+                              f"{weight.shape} in the model.")
+        return weight, axis
+
+    def _quantize_node(self, node: onnx.NodeProto, layer: LayerQuant) -> list[onnx.NodeProto]:
         weight_name = node.input[1]
-        weight_t = layer.weight.T
-        stored = self.initializers[weight_name]
-        if tuple(stored.dims) != weight_t.shape:
-            raise ExportError(f"Q/DQ: {layer.module}'s weight is {tuple(stored.dims)} in the graph, "
-                              f"{weight_t.shape} (transposed) in the model.")
+        weight, axis = self._graph_weight(node, layer)
         prefix = f"{layer.module}.{self.mode}"
         s_a = scales(layer.input_amax, self.mode).reshape(())
         s_w = scales(layer.weight_amax, self.mode)
@@ -108,7 +133,7 @@ class _Writer:
         self.new_initializers += [
             numpy_helper.from_array(s_a, f"{prefix}.input_scale"),
             _zero_point(f"{prefix}.input_zero_point", self.mode, ()),
-            numpy_helper.from_array(quantize_weight(weight_t, s_w, self.mode), f"{prefix}.weight_quantized"),
+            numpy_helper.from_array(quantize_weight(weight, s_w, self.mode, axis), f"{prefix}.weight_quantized"),
             numpy_helper.from_array(s_w if per_channel else s_w.reshape(()), f"{prefix}.weight_scale"),
             _zero_point(f"{prefix}.weight_zero_point", self.mode, s_w.shape if per_channel else ()),
         ]
@@ -120,18 +145,19 @@ class _Writer:
             helper.make_node("DequantizeLinear", [f"{prefix}.input_q", *q_in[1:]], [f"{prefix}.input_dq"],
                              name=f"{prefix}.input_DequantizeLinear"),
             helper.make_node("DequantizeLinear", dq_w, [f"{prefix}.weight_dq"], name=f"{prefix}.weight_DequantizeLinear",
-                             **({"axis": 1} if per_channel else {})),
+                             **({"axis": axis} if per_channel else {})),
         ]
         node.input[0], node.input[1] = f"{prefix}.input_dq", f"{prefix}.weight_dq"
         return new
 
 
-def write_qdq_graph(fp32_path: str | Path, out_path: str | Path, layers: Sequence[LinearQuant], *, mode: str,
+def write_qdq_graph(fp32_path: str | Path, out_path: str | Path, layers: Sequence[LayerQuant], *, mode: str,
                     external_data: bool) -> dict:
-    """Write the Q/DQ graph of ``fp32_path`` to ``out_path``; return ``{"quantized_matmuls", "opset"}``.
+    """Write the Q/DQ graph of ``fp32_path`` to ``out_path``; return ``{"quantized_matmuls"`` (all
+    quantized nodes), ``"quantized_ops"`` ({op type: count}), ``"opset"}``.
 
-    Raises ExportError when a calibrated layer has no (or two) MatMuls in the graph or the
-    weight shapes disagree: the graph and the model must come from the same checkpoint.
+    Raises ExportError when a calibrated layer has no (or two) nodes in the graph or the weight
+    shapes disagree: the graph and the model must come from the same checkpoint.
     """
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     model = onnx.load(str(fp32_path), load_external_data=False)
@@ -152,7 +178,11 @@ def write_qdq_graph(fp32_path: str | Path, out_path: str | Path, layers: Sequenc
     save_onnx(model, out_path, external_data)
     del model
     check_onnx(out_path)
-    return {"quantized_matmuls": len(writer.done), "opset": opset}
+    ops: dict[str, int] = {}
+    for node in nodes:
+        if node.name in set(writer.done.values()):
+            ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return {"quantized_matmuls": len(writer.done), "quantized_ops": dict(sorted(ops.items())), "opset": opset}
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

@@ -1,7 +1,7 @@
 """gen2seg engines without torch: ``open_colourizer(directory)`` -> an ``EngineColourizer``.
 
-numpy + ONNX Runtime only (never torch, diffusers or transformers; tests/test_gen2seg_export.py
-runs it with those imports blocked). The engines directory is written by
+numpy + ONNX Runtime, or TensorRT + cuda-python for the plan sets (never torch, diffusers or
+transformers; tests/test_gen2seg_export.py runs it with those imports blocked). The engines directory is written by
 ``genmask_sdk.export.gen2seg_build.build_gen2seg_engines``; its manifest (``family: "gen2seg"``)
 names the graphs of each precision set and the host-side processing, which this module follows:
 
@@ -48,7 +48,8 @@ STAGES: dict[str, tuple[str, ...]] = {"sd": ("vae_encoder", "unet", "vae_decoder
 GRAPH_IO: dict[str, tuple[str, str]] = {"vae_encoder": ("pixels", "latent"), "unet": ("latent", "x0"),
                                         "vae_decoder": ("x0", "image"), "mae": ("pixels", "image")}
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
+RUNTIMES = ("onnx", "tensorrt")
 
 
 # ------------------------------------------------------------------------------ host processing
@@ -139,13 +140,18 @@ class EngineColourizer:
     Build one with ``open_colourizer`` (from an engines directory, files verified) or
     ``from_files`` (graphs by path, no manifest: what the exporter's checks use).
     ``processing`` is the manifest's ``processing`` entry (variant, size, gamma, ...).
+    ``runtime``: ``"onnx"`` (ONNX Runtime, ``provider`` "cpu" or "cuda") or ``"tensorrt"`` (the
+    files are plans; TensorRT runners on one CUDA stream of ``device_id``). Each stage's output is
+    copied to the host (a few hundred KB of latents between SD stages), so ``timings`` are per stage.
     """
 
     def __init__(self, processing: Mapping[str, Any], files: Mapping[str, Path], *, provider: str = "cpu",
                  device_id: int = 0, precision: str = "fp32", records: Mapping[str, Mapping[str, Any]] | None = None,
-                 directory: Path | None = None, choice: Mapping[str, Any] | None = None) -> None:
-        from .onnxruntime_runner import OnnxRuntimeRunner
-
+                 directory: Path | None = None, choice: Mapping[str, Any] | None = None,
+                 runtime: str = "onnx") -> None:
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
+        self.runtime = runtime
         self.processing = dict(processing)
         self.variant = self.processing.get("variant")
         if self.variant not in STAGES:
@@ -163,14 +169,29 @@ class EngineColourizer:
         self.choice = dict(choice or {})
         self.timings: dict[str, float] = {}
         self.runners: dict[str, Any] = {}
+        self._stream: Any = None
         try:
-            for stage, path in self.files.items():
-                runner = OnnxRuntimeRunner(path, provider=provider, device_id=self.device_id)
+            for stage, runner in self._make_runners().items():
                 self.runners[stage] = runner.load()
             self._check_graphs(records or {})
         except BaseException:
             self.close()
             raise
+
+    def _make_runners(self) -> dict[str, Any]:
+        if self.runtime == "tensorrt":
+            from .cuda import CudaDevice, Stream
+            from .tensorrt_runner import TensorRTRunner
+            from .trt_api import import_tensorrt
+
+            import_tensorrt()  # BackendUnavailableError with install instructions when missing
+            self._stream = Stream(CudaDevice(self.device_id))
+            return {stage: TensorRTRunner(path, device=f"cuda:{self.device_id}", stream=self._stream)
+                    for stage, path in self.files.items()}
+        from .onnxruntime_runner import OnnxRuntimeRunner
+
+        return {stage: OnnxRuntimeRunner(path, provider=self.provider, device_id=self.device_id)
+                for stage, path in self.files.items()}
 
     @classmethod
     def from_files(cls, processing: Mapping[str, Any], files: Mapping[str, Path], **kwargs: Any) -> "EngineColourizer":
@@ -213,9 +234,11 @@ class EngineColourizer:
 
     # ---- running ---------------------------------------------------------------------------------
     def _run(self, stage: str, value: np.ndarray) -> np.ndarray:
+        from .base import host_array
+
         name_in, name_out = GRAPH_IO[stage]
         start = time.perf_counter()
-        out = self.runners[stage].infer({name_in: value})[name_out]
+        out = host_array(self.runners[stage].infer({name_in: value})[name_out])  # TensorRT: waits for the stream
         self.timings[stage] = time.perf_counter() - start
         return np.asarray(out, dtype=np.float32)
 
@@ -240,22 +263,33 @@ class EngineColourizer:
     # ---- description / lifetime --------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """What runs: family, variant, backend and provider, precision, graphs, processing, versions."""
-        import onnxruntime
+        versions = {"genmask_sdk": __version__, "numpy": np.__version__}
+        if self.runtime == "tensorrt":
+            from .trt_api import import_tensorrt
 
-        return {"family": FAMILY, "variant": self.variant, "backend": "onnxruntime", "provider": self.provider,
-                "device": "cpu" if self.provider == "cpu" else f"cuda:{self.device_id}",
+            versions["tensorrt"] = str(import_tensorrt().__version__)
+        else:
+            import onnxruntime
+
+            versions["onnxruntime"] = onnxruntime.__version__
+        on_cpu = self.runtime == "onnx" and self.provider == "cpu"
+        return {"family": FAMILY, "variant": self.variant,
+                "backend": "tensorrt" if self.runtime == "tensorrt" else "onnxruntime",
+                "provider": None if self.runtime == "tensorrt" else self.provider,
+                "device": "cpu" if on_cpu else f"cuda:{self.device_id}",
                 "precision": self.precision, "directory": str(self.directory) if self.directory else None,
                 "graphs": {stage: path.name for stage, path in self.files.items()},
                 "processing": dict(self.processing), "choice": dict(self.choice),
-                "last_timings_s": dict(self.timings), "closed": not self.runners,
-                "versions": {"genmask_sdk": __version__, "onnxruntime": onnxruntime.__version__,
-                             "numpy": np.__version__}}
+                "last_timings_s": dict(self.timings), "closed": not self.runners, "versions": versions}
 
     def close(self) -> None:
-        """Release the ONNX Runtime sessions (idempotent)."""
+        """Release the sessions / TensorRT contexts and the stream (idempotent)."""
         runners, self.runners = self.runners, {}
         for runner in runners.values():
             runner.close()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.destroy()
 
     def __enter__(self) -> "EngineColourizer":
         return self
@@ -268,12 +302,15 @@ def open_colourizer(directory: str | Path, backend: str = "auto", precision: str
                     device: Any = None) -> EngineColourizer:
     """Open the gen2seg engines in ``directory`` (manifest and every file's sha256 verified).
 
-    backend: ``"auto"`` or ``"onnxruntime"`` (ONNX Runtime); ``"tensorrt"`` raises
-        BackendUnavailableError (this version builds no gen2seg plans; the manifest lists the
-        trtexec commands); ``"torch"`` too (use ``genmask_sdk.model.gen2seg.load_gen2seg``).
-    precision: ``"fp32"`` or ``"fp16"``, a set the directory holds (else BackendUnavailableError).
-    device: ``None`` or ``"cpu"``: CPU execution provider; ``"cuda"`` / ``"cuda:N"``: the CUDA
-        provider, or BackendUnavailableError where this onnxruntime has none (never a silent CPU).
+    backend: ``"onnxruntime"`` (ONNX Runtime: CPU provider, or CUDA for a CUDA ``device``),
+        ``"tensorrt"`` (the set's TensorRT plans on a CUDA ``device``; BackendUnavailableError
+        where TensorRT, the GPU or the plans are missing — never a silent substitute), or
+        ``"auto"``: on a CUDA device TensorRT plans when the directory has them, else ONNX Runtime
+        CUDA; on the CPU ONNX Runtime CPU. ``"torch"`` raises BackendUnavailableError (load the
+        PyTorch reference with ``genmask_sdk.model.gen2seg.load_gen2seg``).
+    precision: ``"fp32"``, ``"fp16"`` or ``"int8"``, a set the directory holds (else
+        BackendUnavailableError).
+    device: ``None`` or ``"cpu"``: the CPU; ``"cuda"`` / ``"cuda:N"``: that GPU.
     Raises ArtifactNotFoundError / ArtifactMismatchError for a missing, invalid, tampered or
     GenMask (not gen2seg) directory, ConfigError for unknown argument values.
     """
@@ -286,21 +323,42 @@ def open_colourizer(directory: str | Path, backend: str = "auto", precision: str
         raise ConfigError(f"precision must be one of {PRECISIONS} for gen2seg engines, got {precision!r}.")
     target = parse_device("cpu" if device is None else device)
     manifest = load_manifest(directory, verify=True, family=FAMILY)
-    if backend == "tensorrt":
-        raise BackendUnavailableError(
-            f"backend='tensorrt': {manifest.directory} has no TensorRT plans (gen2seg plans are not built by this "
-            "version; the manifest's tensorrt.trtexec lists the commands that build them). Use backend='onnxruntime'.")
     if backend == "torch":
         raise BackendUnavailableError("backend='torch' is not served from gen2seg engines; load the PyTorch reference "
                                       "with genmask_sdk.model.gen2seg.load_gen2seg(checkpoint).")
     if precision not in manifest.precisions:
         raise BackendUnavailableError(f"precision={precision!r} was requested but {manifest.directory} has only the "
                                       f"sets {sorted(manifest.precisions)}; build it with --precisions {precision}.")
+    plans = (manifest.data["sets"][precision] or {}).get("tensorrt")
+    if backend == "tensorrt" or (backend == "auto" and target.type == "cuda" and plans):
+        return _open_tensorrt(manifest, precision, target, backend, device)
     provider = "cpu" if target.type == "cpu" else "cuda"
     records = {stage: manifest.artifact(stage, precision) for stage in manifest.files(precision)}
+    skipped = "" if backend != "auto" or target.type == "cpu" else "; no TensorRT plans in the directory"
     choice = {"backend": backend, "requested_device": None if device is None else str(device),
-              "reason": "ONNX Runtime " + ("CPU provider" if provider == "cpu" else "CUDA provider")
+              "reason": "ONNX Runtime " + ("CPU provider" if provider == "cpu" else "CUDA provider") + skipped
                         + (" (device=None means the CPU; pass device='cuda' for the GPU)" if device is None else "")}
     return EngineColourizer(manifest.data["processing"], manifest.files(precision), provider=provider,
                             device_id=target.index or 0, precision=precision, records=records,
                             directory=manifest.directory, choice=choice)
+
+
+def _open_tensorrt(manifest, precision: str, target, backend: str, device: Any) -> EngineColourizer:
+    """The ``precision`` set's TensorRT plans, or BackendUnavailableError saying what is missing."""
+    if target.type != "cuda":
+        raise BackendUnavailableError(f"backend='tensorrt' runs on a CUDA GPU, but the device is {str(target)!r}; "
+                                      "pass device='cuda', or use backend='onnxruntime' on the CPU.")
+    plans = (manifest.data["sets"][precision] or {}).get("tensorrt")
+    if not plans:
+        summary = manifest.data.get("tensorrt") or {}
+        why = summary.get("reason") or "not built"
+        raise BackendUnavailableError(
+            f"backend='tensorrt': {manifest.directory} has no TensorRT plans for the {precision} set ({why}). Build "
+            "them on this GPU: genmask build --checkpoint ... --tensorrt on (or run the trtexec commands the "
+            "manifest lists under tensorrt.trtexec), or use backend='onnxruntime'.")
+    records = {stage: manifest.artifact(stage, precision, "tensorrt") for stage in plans}
+    choice = {"backend": backend, "requested_device": None if device is None else str(device),
+              "reason": "TensorRT plans of the set" + (" (auto: a CUDA device and plans)" if backend == "auto" else "")}
+    return EngineColourizer(manifest.data["processing"], manifest.files(precision, "tensorrt"), provider="tensorrt",
+                            device_id=target.index or 0, precision=precision, records=records,
+                            directory=manifest.directory, choice=choice, runtime="tensorrt")

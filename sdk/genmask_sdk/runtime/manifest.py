@@ -391,6 +391,10 @@ def _family_problems(data: dict[str, Any], problems: list[str]) -> None:
         if not isinstance(files, dict) or sorted(files) != sorted(stages):
             problems.append(f"sets.{precision}.onnx must name the stages {list(stages)}, got "
                             f"{sorted(files) if isinstance(files, dict) else files!r}")
+        plans = entry.get("tensorrt") if isinstance(entry, dict) else None
+        if plans and (not isinstance(plans, dict) or sorted(plans) != sorted(stages)):
+            problems.append(f"sets.{precision}.tensorrt must be null or name the stages {list(stages)}, got "
+                            f"{sorted(plans) if isinstance(plans, dict) else plans!r}")
 
 
 def _positive_int(value: Any) -> bool:
