@@ -397,8 +397,11 @@ def test_each_segmenter_refuses_the_other_family(checkpoints, genmask_dir, tmp_p
         InstanceSegmenter.from_engines(genmask_engines)
 
 
-def test_demo_gen2seg_is_not_shipped_yet():
-    with pytest.raises(ArtifactNotFoundError, match="not shipped yet.*checkpoint directory or a hub id"):
+def test_a_missing_demo_gen2seg_says_how_to_get_it(tmp_path, monkeypatch):
+    from genmask_sdk import checkpoints
+
+    monkeypatch.setattr(checkpoints, "demo_gen2seg_dir", lambda: tmp_path / "demo_gen2seg")
+    with pytest.raises(ArtifactNotFoundError, match="is missing from.*train.gen2seg_demo"):
         InstanceSegmenter.from_pretrained("demo-gen2seg")
 
 
@@ -496,7 +499,6 @@ def test_cli_everything_writes_png_and_json(checkpoints, image_file, tmp_path, c
     (["--everything", "--point", "5,5", "--checkpoint", "SD"], "cannot be combined"),
     (["--negative", "5,5", "--checkpoint", "SD"], "at least one --point"),
     (["--point", "5,5", "--grid", "4", "--checkpoint", "SD"], "--grid"),
-    (["--point", "5,5"], "not shipped yet"),
     (["a", "--point", "5,5"], "cannot be combined"),
     (["--point", "5,5", "--engines", "MISSING"], "does not exist"),
 ])  # fmt: skip

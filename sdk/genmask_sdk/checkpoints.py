@@ -20,6 +20,11 @@ def demo_checkpoint_dir() -> Path:
     return Path(__file__).resolve().parent / "assets" / "demo_checkpoint"
 
 
+def demo_gen2seg_dir() -> Path:
+    """Directory of the gen2seg demo checkpoint (``"demo-gen2seg"``) shipped inside the package."""
+    return Path(__file__).resolve().parent / "assets" / "demo_gen2seg"
+
+
 def local_checkpoint(name_or_path: str | os.PathLike) -> Path | None:
     """The directory of ``"demo"`` or of an existing local directory; None for anything else (a hub
     id, a missing path: ``resolve_checkpoint`` says what is wrong). Downloads nothing."""

@@ -38,3 +38,15 @@ def render_example() -> tuple[np.ndarray, np.ndarray]:
     (expression,) = [e for e in scene.expressions if e.text == EXAMPLE_PROMPT]
     top, bottom = EXAMPLE_ROWS
     return scene.image[top:bottom].copy(), expression.mask[top:bottom].copy()
+
+
+def example_point() -> tuple[int, int]:
+    """(x, y) pixel inside ``EXAMPLE_PROMPT``'s object on the example image (x right, y down): the
+    mask pixel nearest its centroid. The gen2seg demo's point prompt."""
+    from PIL import Image
+
+    mask = np.asarray(Image.open(example_mask_path()).convert("L")) > 127
+    ys, xs = np.nonzero(mask)
+    nearest = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))
+    return int(xs[nearest]), int(ys[nearest])
+

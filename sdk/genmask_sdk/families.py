@@ -29,7 +29,7 @@ FAMILIES = (GENMASK, GEN2SEG)
 GEN2SEG_CONFIG_NAME = "gen2seg_config.json"
 MANIFEST_NAME = "manifest.json"
 GENMASK_DEMO = "demo"
-#: The embedded gen2seg demo (not shipped yet; ``InstanceSegmenter.from_pretrained`` says so).
+#: The embedded gen2seg demo (``checkpoints.demo_gen2seg_dir()``; ``python -m genmask_sdk.train.gen2seg_demo``).
 GEN2SEG_DEMO = "demo-gen2seg"
 #: The released gen2seg checkpoints (``genmask_sdk.model.gen2seg.KNOWN_HUB_IDS``).
 GEN2SEG_HUB_IDS = ("reachomk/gen2seg-sd", "reachomk/gen2seg-mae-h")

@@ -7,6 +7,7 @@ Scenes of 1..6 anti-aliased coloured shapes on neutral backgrounds, with referri
 
 from genmask_sdk.data.captions import generate_captioned_image
 from genmask_sdk.data.geometry import shape_area, shape_outline
+from genmask_sdk.data.instances import InstanceDataset, InstanceScene, generate_instance_scene
 from genmask_sdk.data.records import CaptionedImage, Expression, Scene, SceneObject
 from genmask_sdk.data.scenes import ReferringDataset, generate_scene
 from genmask_sdk.data.vocabulary import (
@@ -31,10 +32,13 @@ __all__ = [
     "SUPERLATIVES",
     "CaptionedImage",
     "Expression",
+    "InstanceDataset",
+    "InstanceScene",
     "ReferringDataset",
     "Scene",
     "SceneObject",
     "generate_captioned_image",
+    "generate_instance_scene",
     "generate_scene",
     "shape_area",
     "shape_outline",

@@ -110,10 +110,15 @@ class InstanceSegmenter:
         """PyTorch reference backend (fp32): a hub id (``reachomk/gen2seg-sd``, ``reachomk/gen2seg-mae-h``)
         or a local gen2seg checkpoint directory (published layout or ``save_pretrained``'s)."""
         if str(name_or_path) == GEN2SEG_DEMO:
-            raise ArtifactNotFoundError(
-                f"the gen2seg demo checkpoint ({GEN2SEG_DEMO!r}) is not shipped yet; pass a gen2seg checkpoint "
-                f"directory or a hub id such as {' or '.join(repr(h) for h in GEN2SEG_HUB_IDS)}."
-            )
+            from ..checkpoints import demo_gen2seg_dir
+
+            name_or_path = demo_gen2seg_dir()
+            if not (name_or_path / "gen2seg_config.json").is_file():
+                raise ArtifactNotFoundError(
+                    f"the gen2seg demo checkpoint ({GEN2SEG_DEMO!r}) is missing from {name_or_path}; reinstall "
+                    "genmask-sdk or retrain it with 'python -m genmask_sdk.train.gen2seg_demo --out "
+                    f"{name_or_path}', or pass a hub id such as {' or '.join(repr(h) for h in GEN2SEG_HUB_IDS)}."
+                )
         _refuse_genmask(name_or_path)
         prompt_config = _prompt_config(prompt_config)
         from ..runtime.devices import resolve_device

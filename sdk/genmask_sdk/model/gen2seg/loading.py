@@ -30,6 +30,7 @@ import torch
 
 from ...config import CONFIG_NAME as GENMASK_CONFIG_NAME
 from ...errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError
+from ...families import GEN2SEG_DEMO
 from .config import CONFIG_NAME, Gen2SegConfig
 from .mae import Gen2SegMAE
 from .schedule import one_step_inference_timestep, scheduler_subset
@@ -65,8 +66,13 @@ class Source:
 
 
 def resolve_source(name_or_path: str | os.PathLike, local_files_only: bool = False) -> Source:
-    """An existing directory, or a hub id ``owner/name``; anything else is ``ArtifactNotFoundError``."""
+    """``"demo-gen2seg"`` (the shipped demo), an existing directory, or a hub id ``owner/name``;
+    anything else is ``ArtifactNotFoundError``."""
     text = str(name_or_path)
+    if text == GEN2SEG_DEMO and not isinstance(name_or_path, Path):
+        from ...checkpoints import demo_gen2seg_dir
+
+        return Source(str(demo_gen2seg_dir()), True, True)
     path = Path(text).expanduser()
     if path.is_dir():
         return Source(str(path), True, local_files_only)
