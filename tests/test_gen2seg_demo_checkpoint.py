@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(not (DEMO / "gen2seg_config.json").is_file(),
 N_SCENES = 24
 #: Measured on those scenes with the shipped checkpoint (PyTorch, fp32), minus a small margin
 #: (different BLAS/CPU rounding may move a few uint8 colours, hence a mask pixel or two).
-MEASURED = {"single_point_miou": 0.425, "multi_point_miou": 0.334, "recall@0.5": 0.043}
+#: With the checkpoint's own prompt defaults (prompt_config.json: threshold 10, chosen on the validation seed).
+MEASURED = {"single_point_miou": 0.777, "multi_point_miou": 0.831, "recall@0.5": 0.968, "recall@0.75": 0.809}
 MARGIN = 0.03
 
 
@@ -34,12 +35,15 @@ def test_loads_offline_by_name(segmenter, monkeypatch):
     info = segmenter.describe()
     assert info["variant"] == "mae" and info["backend"] == "torch" and info["processing_size"] == 128
     assert info["source"]["path"] == str(DEMO)
+    assert info["prompt_config_source"] == "checkpoint (prompt_config.json)"
+    summary = json.loads((DEMO / "training_summary.json").read_text())
+    assert info["prompt_config"]["threshold"] == summary["prompt_selection"]["chosen_threshold"]
 
 
 def test_files_size_and_summary():
     names = {p.name for p in DEMO.iterdir()}
     assert {"config.json", "gen2seg_config.json", "model.safetensors", "training_summary.json",
-            "training_config.json"} <= names
+            "training_config.json", "pixel_head.safetensors", "prompt_config.json"} <= names
     assert sum(p.stat().st_size for p in DEMO.iterdir()) <= 25 * 1024 * 1024
     summary = json.loads((DEMO / "training_summary.json").read_text())
     assert summary["seconds"] <= 3600 and summary["steps"]["finetune"] > 0

@@ -94,7 +94,7 @@ def test_checkpoint_layout_and_loading(tiny_run):
     root, summary, _ = tiny_run
     ck = root / "ck"
     assert {"config.json", "gen2seg_config.json", "model.safetensors", "training_summary.json",
-            "training_config.json"} <= {p.name for p in ck.iterdir()}
+            "training_config.json", "prompt_config.json"} <= {p.name for p in ck.iterdir()}
     model = load_gen2seg(ck)
     assert model.config.variant == "mae" and model.config.processing_size == 32 and model.config.gamma == 0.7
     assert model.mae.config.mask_ratio == 0.0
@@ -102,7 +102,14 @@ def test_checkpoint_layout_and_loading(tiny_run):
         assert key in summary
     with InstanceSegmenter.from_pretrained(ck) as segmenter:
         colours = segmenter.colorize(np.zeros((40, 30, 3), dtype=np.uint8))
+        described = segmenter.describe()
     assert colours.shape == (40, 30, 3) and colours.dtype == np.uint8
+    # the prompt threshold chosen on the validation seed is the checkpoint's default
+    selection = summary["prompt_selection"]
+    assert selection["seed"] == TINY.validation_seed != TINY.seed and selection["thresholds"] == [3.0, 10.0]
+    assert selection["chosen_threshold"] == selection["thresholds"][int(np.argmax(selection["scores"]))]
+    assert described["prompt_config_source"] == "checkpoint (prompt_config.json)"
+    assert described["prompt_config"]["threshold"] == selection["chosen_threshold"]
 
 
 def test_resume_reproduces_an_uninterrupted_run(tiny_run, tmp_path, monkeypatch):
@@ -132,6 +139,13 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_run, tmp_path, monkeypatch)
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
     with pytest.raises(ConfigError, match="other settings"):
         run(dataclasses.replace(TINY, finetune_lr=1e-2), tmp_path / "ck", tmp_path / "work")
+
+
+def test_validation_seed_must_differ_from_the_training_seed():
+    with pytest.raises(ConfigError, match="validation_seed"):
+        dataclasses.replace(TINY, validation_seed=TINY.seed)
+    with pytest.raises(ConfigError, match="validation_seed"):
+        dataclasses.replace(TINY, validation_seed=10_000)  # the held-out seed
 
 
 def test_ablation_config_spends_the_budget_on_fine_tuning():

@@ -83,6 +83,8 @@ def test_config_defaults_per_variant_and_round_trip(tmp_path):
 @pytest.mark.parametrize("fields", [
     {"variant": "mae-b"}, {"empty_prompt_padding": "longest"}, {"gamma": 0}, {"gamma": True},
     {"processing_size": 4}, {"timestep": -1}, {"family": "genmask"},
+    {"variant": "mae", "pixel_head_channels": -1}, {"variant": "mae", "pixel_head_channels": 8, "pixel_head_depth": 0},
+    {"variant": "sd", "pixel_head_channels": 8},
 ])
 def test_config_rejects_bad_values(fields):
     with pytest.raises(ConfigError):
@@ -291,6 +293,50 @@ def test_mae_published_layout_and_round_trip(mae_model, tmp_path):
     ours = Gen2SegMAE.from_pretrained(mae_model.save_pretrained(tmp_path / "ours"))
     assert ours.config == mae_model.config
     torch.testing.assert_close(ours(pixels), mae_model(pixels))
+
+
+def headed_mae(seed: int = 0) -> Gen2SegMAE:
+    """The tiny MAE with a pixel head whose output layer is random (a fresh head is the identity)."""
+    torch.manual_seed(seed)
+    model = Gen2SegMAE.from_config(tiny_mae_config(), Gen2SegConfig.mae(processing_size=56, pixel_head_channels=8,
+                                                                         pixel_head_depth=2))
+    torch.nn.init.normal_(model.pixel_head.out.weight, std=0.2)
+    return model
+
+
+def test_pixel_head_starts_as_identity_and_refines_at_full_resolution():
+    torch.manual_seed(0)
+    fresh = Gen2SegMAE.from_config(tiny_mae_config(), Gen2SegConfig.mae(processing_size=56, pixel_head_channels=8))
+    pixels = torch.rand(2, 3, 56, 56)
+    with torch.no_grad():
+        coarse = fresh.unpatchify(fresh(fresh.normalise(pixels)))
+        torch.testing.assert_close(fresh.predict_image(pixels), coarse)  # zero-initialised residual
+        model = headed_mae()
+        coarse = model.unpatchify(model(model.normalise(pixels)))
+        refined = model.predict_image(pixels)
+    assert refined.shape == coarse.shape == (2, 3, 56, 56)
+    assert (refined - coarse).abs().max() > 1e-3  # the head changes pixels ...
+    patch = coarse[:, :, :14, :14]  # ... inside a patch, which the ViT alone paints from one token
+    assert (refined[:, :, :14, :14] - patch).flatten(2).std(-1).max() > 0
+
+
+def test_pixel_head_round_trip_and_typed_errors(tmp_path):
+    model = headed_mae()
+    pixels = torch.rand(1, 3, 56, 56)
+    saved = model.save_pretrained(tmp_path / "headed")
+    assert (saved / "pixel_head.safetensors").is_file()
+    loaded = Gen2SegMAE.from_pretrained(saved)
+    assert loaded.config == model.config
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict_image(pixels), model.predict_image(pixels))
+    (saved / "pixel_head.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ArtifactMismatchError, match="pixel head"):
+        load_gen2seg(saved)
+    (saved / "pixel_head.safetensors").unlink()
+    with pytest.raises(ArtifactNotFoundError, match="pixel_head.safetensors"):
+        load_gen2seg(saved)
+    with pytest.raises(ArtifactMismatchError, match="pixel head"):  # a head of another width
+        load_gen2seg(model.save_pretrained(tmp_path / "other"), pixel_head_channels=4)
 
 
 # ---------------------------------------------------------------------------------------- errors

@@ -202,6 +202,68 @@ def test_segment_everything_rejects_bad_parameters(scene):
         segment_everything(scene[0], grid=0)
     with pytest.raises(ConfigError, match="iou_dedup"):
         segment_everything(scene[0], iou_dedup=1.5)
+    with pytest.raises(ConfigError, match="max_overlap"):
+        segment_everything(scene[0], max_overlap=-0.1)
+
+
+@pytest.fixture(scope="module")
+def twins() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two separate squares of one colour, plus a speck of that colour (3 px) elsewhere."""
+    left, right = np.zeros((H, W), dtype=bool), np.zeros((H, W), dtype=bool)
+    left[10:30, 10:30], right[30:55, 60:85] = True, True
+    colour_map = np.zeros((H, W, 3), dtype=np.uint8)
+    colour_map[left | right] = (200, 120, 40)
+    colour_map[58, 5:8] = (200, 120, 40)
+    return colour_map, left, right
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_a_point_selects_only_the_connected_part_it_lies_on(twins, refine):
+    colour_map, left, right = twins
+    mask, score = point_prompt_mask(colour_map, [(20, 20)], config=PromptConfig(refine=refine))
+    assert iou(mask, left) >= 0.98 and not (mask & right).any()
+    assert np.array_equal(mask, score * 255 > 3)  # the score is 0 outside the kept parts
+    published, _ = point_prompt_mask(colour_map, [(20, 20)], config=PromptConfig(refine=refine, connected=False))
+    assert published[left].all() and published[right].all() and published[58, 5:8].all()
+    both, _ = point_prompt_mask(colour_map, [(20, 20), (70, 40)], config=PromptConfig(refine=refine))
+    assert iou(both, left | right) >= 0.98
+
+
+def test_a_point_just_outside_its_mask_takes_the_nearest_part(twins):
+    from genmask_sdk.instance.prompts import parts_holding
+
+    _, left, right = twins
+    near_left = parts_holding(left | right, np.array([[31.0, 20.0]]))  # one pixel right of the left square
+    assert np.array_equal(near_left, left)
+    assert not parts_holding(np.zeros((H, W), dtype=bool), np.array([[3.0, 3.0]])).any()
+
+
+def test_segment_everything_gives_same_coloured_objects_one_mask_each(twins):
+    colour_map, left, right = twins
+    found = segment_everything(colour_map, config=PromptConfig(refine=False), min_area=16)
+    assert len(found) == 2
+    assert np.array_equal(found[0].mask, right) and np.array_equal(found[1].mask, left)
+    merged = segment_everything(colour_map, config=PromptConfig(refine=False, connected=False), min_area=16)
+    assert len(merged) == 1 and merged[0].mask[left].all() and merged[0].mask[right].all()
+
+
+def test_fragments_inside_a_kept_mask_are_suppressed():
+    from genmask_sdk.instance.everything import _suppress, mask_bbox
+
+    def item(mask, score):
+        return InstanceMask(mask=mask, score=score, stability=1.0, point=(0, 0), area=int(mask.sum()),
+                            bbox=mask_bbox(mask))
+
+    whole = np.zeros((H, W), dtype=bool)
+    whole[10:40, 10:40] = True
+    fragment = np.zeros((H, W), dtype=bool)
+    fragment[30:45, 30:45] = True   # 100 of its 225 px (44 %) inside `whole`
+    inside = np.zeros((H, W), dtype=bool)
+    inside[12:20, 12:20] = True     # wholly inside `whole`
+    kept = _suppress([item(whole, 0.9), item(fragment, 0.8), item(inside, 0.7)], iou_dedup=0.7, max_overlap=0.5)
+    assert [k.area for k in kept] == [900, 225]
+    kept = _suppress([item(whole, 0.9), item(fragment, 0.8)], iou_dedup=0.7, max_overlap=0.4)
+    assert [k.area for k in kept] == [900]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +325,9 @@ def test_missing_opencv_with_refine_raises_backend_unavailable(scene, monkeypatc
     assert "refine=False" in str(raised.value)
     with pytest.raises(BackendUnavailableError):
         segment_everything(colour_map)
-    mask, _ = point_prompt_mask(colour_map, [INSIDE["red"]], config=PromptConfig(refine=False))
+    with pytest.raises(BackendUnavailableError, match="connected=False"):  # connected parts need cv2 too
+        point_prompt_mask(colour_map, [INSIDE["red"]], config=PromptConfig(refine=False))
+    mask, _ = point_prompt_mask(colour_map, [INSIDE["red"]], config=PromptConfig(refine=False, connected=False))
     assert np.array_equal(mask, masks["red"])
 
 
@@ -283,7 +347,8 @@ def test_package_imports_without_torch_and_without_cv2():
         import genmask_sdk.instance as instance
         colour_map = np.zeros((8, 8, 3), dtype=np.uint8)
         colour_map[2:6, 2:6] = (200, 30, 30)
-        mask, _ = instance.point_prompt_mask(colour_map, [(3, 3)], config=instance.PromptConfig(refine=False))
+        config = instance.PromptConfig(refine=False, connected=False)
+        mask, _ = instance.point_prompt_mask(colour_map, [(3, 3)], config=config)
         assert mask.sum() == 16, mask.sum()
         print("ok")
     """)

@@ -39,6 +39,13 @@ class InvalidStateError(GenMaskError, RuntimeError):
     """A call is not allowed in the object's current state (predict before set_image, use after close)."""
 
 
+class InvalidSampleError(InvalidInputError):
+    """A training sample is unusable (missing image, mask/image size mismatch, empty instruction).
+
+    The message names the sample (its id, and the file it came from where there is one).
+    """
+
+
 def one_line(error: BaseException) -> str:
     """An error's message on one line: its lines joined with '; ' (list bullets "- " dropped)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..data.instances import HELD_OUT_SEED, INSTANCE_SIZE_CLASSES, InstanceScene, held_out_instance_scenes
+from ..errors import ConfigError
 from ..io import atomic_write_text
 
 MULTI_POINTS = 3
@@ -119,6 +120,62 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return summary
 
 
+def prompt_settings(segmenter: Any) -> dict[str, Any]:
+    """The point-prompt parameters ``segmenter`` runs with (and where they came from: the
+    checkpoint's ``prompt_config.json`` or the published defaults) and the default
+    segment-everything options the evaluation uses."""
+    import inspect
+
+    from ..instance.everything import segment_everything
+
+    everything = {name: p.default for name, p in inspect.signature(segment_everything).parameters.items()
+                  if name not in ("colour_map", "config")}
+    info = segmenter.describe()
+    return {"prompt_config": info["prompt_config"], "prompt_config_source": info["prompt_config_source"],
+            "segment_everything": everything}
+
+
+# -------------------------------------------------------------------- prompt defaults (validation)
+#: Thresholds tried when a checkpoint's prompt defaults are chosen (0-255 score units; 3 = published).
+PROMPT_THRESHOLDS = (3, 6, 10, 15, 20)
+
+
+def select_prompt_threshold(segmenter: Any, scenes: Iterable[InstanceScene],
+                            thresholds: Iterable[float] = PROMPT_THRESHOLDS,
+                            base: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Choose the point-prompt threshold that maximises single-point mIoU on *validation* scenes.
+
+    ``segmenter``: an ``InstanceSegmenter`` (its colour maps are computed once per scene);
+    ``scenes``: validation scenes, never the held-out ones (the caller's choice of seed);
+    ``base``: the ``PromptConfig`` whose other fields are kept (default ``PromptConfig()``).
+    Returns ``(PromptConfig with the best threshold, selection record)``; ties keep the first
+    (lowest) candidate. The record lists every candidate's mIoU and the instance count.
+    """
+    import dataclasses
+
+    from ..instance.prompts import PromptConfig, point_prompt_mask
+
+    base = PromptConfig() if base is None else base
+    candidates = [float(t) for t in thresholds]
+    if not candidates:
+        raise ConfigError("select_prompt_threshold needs at least one threshold.")
+    configs = [dataclasses.replace(base, threshold=t) for t in candidates]
+    ious: list[list[float]] = [[] for _ in configs]
+    for scene in scenes:
+        colours = segmenter.colorize(scene.image)
+        for obj in scene.objects:
+            point = [interior_point(obj.mask)]
+            for values, config in zip(ious, configs):
+                values.append(iou(point_prompt_mask(colours, point, config=config)[0], obj.mask))
+    if not ious[0]:
+        raise ConfigError("select_prompt_threshold got no validation instances.")
+    scores = [float(np.mean(values)) for values in ious]
+    best = int(np.argmax(scores))
+    record = {"metric": "single_point_miou", "thresholds": candidates, "scores": [round(v, 4) for v in scores],
+              "chosen_threshold": candidates[best], "instances": len(ious[0])}
+    return configs[best], record
+
+
 def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """One row per (model, size class): the four metrics and the instance count."""
     lines = ["| model | objects | instances | 1-point mIoU | 3-point mIoU | everything R@0.5 | everything R@0.75 |",
@@ -147,9 +204,10 @@ def run(checkpoint: str | None, engines: Path | None, precisions: list[str], n_s
         progress: bool = True) -> dict[str, Any]:
     """Evaluate every requested model on the same scenes; returns the JSON-ready report."""
     scenes = held_out_instance_scenes(n_scenes, seed=seed)
-    report: dict[str, Any] = {"scenes": n_scenes, "seed": seed, "models": {}, "seconds": {}}
+    report: dict[str, Any] = {"scenes": n_scenes, "seed": seed, "prompting": {}, "models": {}, "seconds": {}}
     for label, segmenter in open_segmenters(checkpoint, engines, precisions):
         with segmenter:
+            report["prompting"][label] = prompt_settings(segmenter)
             started = time.time()
             records = evaluate(segmenter, scenes, total=n_scenes, progress=progress)
             report["seconds"][label] = round(time.time() - started, 1)

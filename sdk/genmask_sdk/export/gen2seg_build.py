@@ -50,7 +50,7 @@ deterministic synthetic images and compared with the float32 PyTorch stage on th
 through the torch-free runtime (``runtime/gen2seg.py``) against the PyTorch reference with the same
 host processing (``reference_colour``): colour-map max error in 0..255 units (float, before
 truncation, and uint8 at the input size) and the IoU of point-prompt masks
-(``genmask_sdk.instance.point_prompt_mask``, ``PromptConfig(refine=False)``) at the synthetic
+(``genmask_sdk.instance.point_prompt_mask``, ``PromptConfig(refine=False, connected=False)``) at the synthetic
 objects' centres. Anything past ``END_TO_END_TOLERANCES`` (or a graph past its tolerance) raises
 ``FidelityError`` and nothing is committed. These build-time bounds catch broken graphs; the tests
 hold tighter ones.
@@ -79,7 +79,7 @@ import hashlib
 import json
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -134,14 +134,15 @@ _TRACE_BATCH = 2
 
 # ------------------------------------------------------------------------------------- graphs
 class MAEGraph(nn.Module):
-    """Normalised pixels (B, 3, S, S) -> the unpatchified raw MAE output (B, 3, S, S)."""
+    """Normalised pixels (B, 3, S, S) -> the raw MAE output (B, 3, S, S) (unpatchified, pixel head
+    applied when the model has one)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.unpatchify(self.model(pixels))
+        return self.model.raw_image(pixels)
 
 
 class _FixedTimeProjection(nn.Module):
@@ -325,7 +326,7 @@ def reference_colour(model: nn.Module, rgb: np.ndarray, size: int | None = None)
         h, w = long_side_size(rgb.shape[0], rgb.shape[1], size)
         image = model.decode(model.unet_x0(model.encode(first)))[:, :, :h, :w]
     else:
-        image = model.unpatchify(model(first))
+        image = model.raw_image(first)
     colour = model.colour_map(image)[0].float()
     return colour.numpy(), resize_to_original(colour, tuple(rgb.shape[:2]))
 
@@ -356,10 +357,13 @@ def compare_stage(out: np.ndarray, expected: np.ndarray, name: str, precision: s
 
 
 def prompt_ious(ours: np.ndarray, reference: np.ndarray, points: Sequence[tuple[int, int]]) -> list[float]:
-    """IoU of the single-point masks (``PromptConfig(refine=False)``) on two colour maps, per point."""
+    """IoU of the single-point masks on two colour maps, per point, with the published prompt
+    numerics and neither OpenCV step (``PromptConfig(refine=False, connected=False)``: a build
+    needs only the ``export`` extra, and connected parts would make the check hinge on single
+    pixels of random maps)."""
     from ..instance import PromptConfig, point_prompt_mask
 
-    config = PromptConfig(refine=False)
+    config = PromptConfig(refine=False, connected=False)
     return [mask_iou(point_prompt_mask(ours, [p], config=config)[0],
                      point_prompt_mask(reference, [p], config=config)[0]) for p in points]
 
@@ -380,7 +384,7 @@ def end_to_end(colourizer: EngineColourizer, references: Sequence[tuple[np.ndarr
               "(numpy + onnxruntime cpu)", "samples": len(samples), "colour_max_abs_error": max(float_errors),
               "colour_uint8_max_abs_error": max(uint8_errors), "prompt_points": len(ious),
               "mask_iou_mean": float(np.mean(ious)), "mask_iou_min": float(np.min(ious)),
-              "prompt_config": "PromptConfig(refine=False)", "tolerance": {"colour_max_abs_error": bound,
+              "prompt_config": "PromptConfig(refine=False, connected=False)", "tolerance": {"colour_max_abs_error": bound,
                                                                             "mask_iou_min": min_iou},
               "enforced": bool(enforce), "runtime_kind": colourizer.runtime}
     if not enforce:
@@ -487,7 +491,7 @@ def build_gen2seg_engines(checkpoint: str | Path, out: str | Path | None, precis
         raise ConfigError(f"opset must be in 17..20, got {opset!r}.")
     if tensorrt not in ("auto", "on", "off"):
         raise ConfigError(f"tensorrt must be 'auto', 'on' or 'off', got {tensorrt!r}.")
-    from ..model.gen2seg.loading import load_gen2seg, resolve_source
+    from ..model.gen2seg.loading import checkpoint_prompt_defaults, load_gen2seg, resolve_source
     from .gen2seg_quant import describe_source
     from .gen2seg_tensorrt import availability
 
@@ -504,7 +508,9 @@ def build_gen2seg_engines(checkpoint: str | Path, out: str | Path | None, precis
         raise ConfigError(f"the SD processing size must be a multiple of 8 (the VAE downsamples by 8), got {size}.")
     directory = Path(source.root) if source.local else None
     digest = checkpoint_sha256(directory) if directory is not None else state_sha256(model)
-    job = _Job(model=model, source=str(checkpoint), directory=directory, digest=digest, out=out, wanted=wanted,
+    prompts = checkpoint_prompt_defaults(checkpoint)  # the checkpoint's own prompt defaults, for the manifest
+    job = _Job(model=model, prompts=None if prompts is None else (asdict(prompts[0]), prompts[1]),
+               source=str(checkpoint), directory=directory, digest=digest, out=out, wanted=wanted,
                size=size, log=log, progress=progress, check_samples=check_samples, max_batch=max_batch, opset=opset,
                workspace_gib=workspace_gib, calib=calib, calib_size=calib_size, calibration=calibration,
                plans=plans, plans_reason=plans_reason, enforce=enforce_end_to_end, start=start)
@@ -527,6 +533,7 @@ class _Job:
     """One gen2seg build's inputs (``build_gen2seg_engines``'s arguments, resolved)."""
 
     model: Any
+    prompts: tuple[dict, dict] | None  # (PromptConfig fields, selection) of prompt_config.json, or None
     source: str
     directory: Path | None
     digest: str
@@ -561,6 +568,7 @@ class _Job:
             "fp16_keep_fp32": list(FP16_KEEP_FP32), "fp16_residual_adds_fp32": True,
             "calibration": None if self.calibration is None else {**self.calibration, "count": self.calib_size},
             "enforce_end_to_end": self.enforce, "workspace_gib": self.workspace_gib,
+            "prompt_config": None if self.prompts is None else self.prompts[0],
             "tools": {k: v for k, v in tools.items() if k != "tensorrt"}}))
 
 
@@ -737,6 +745,8 @@ def _manifest_data(job: _Job, processing: dict, artifacts: list[dict], summary: 
         "sets": {p: {"onnx": {stage: f"{stage}.{q}.onnx" for stage, q in files.items()},
                      "tensorrt": plan_sets.get(p)} for p, files in sets.items()},
         "set_precisions": sets,
+        "prompt_config": None if job.prompts is None else job.prompts[0],
+        "prompt_config_selection": None if job.prompts is None else job.prompts[1],
     }
 
 

@@ -16,15 +16,23 @@ Like SAM's automatic mask generator, with the steps adapted to colour maps:
    background: gen2seg paints the background (0, 0, 0), and decoded maps are rarely exactly 0.
 4. **Prompt**: one positive point, exactly as :func:`~genmask_sdk.instance.prompts
    .point_prompt_mask`, except that the query colour is rounded to 0.01 RGB units so that all
-   the points on one flat region share one computation (their masks are identical).
+   the points on one flat region share one score computation. With ``config.connected`` (the
+   default) the candidate is the connected part of that mask holding the point, so two objects
+   of one colour are two candidates.
 5. **Quality**: ``stability`` = IoU of the masks thresholded at ``threshold + stability_offset``
    and at ``threshold − stability_offset`` (lower bound clipped at 0), both on the final score in
-   0–255 units; the high mask lies inside the low one, so it is ``area(high) / area(low)``.
-   ``score`` = mean of the score map ([0, 1]) over the mask. Masks with fewer than ``min_area``
-   pixels, ``stability < min_stability``, or whose mean colour is background (norm below
-   ``background_level``) are dropped.
-6. **De-duplicate**: greedy, by descending (score, stability, area): a mask whose IoU with an
-   already kept mask exceeds ``iou_dedup`` is dropped.
+   0–255 units and within the candidate's connected parts; the high mask lies inside the low one,
+   so it is ``area(high) / area(low)``. ``score`` = mean of the score map ([0, 1]) over the mask.
+   Masks with fewer than ``min_area`` pixels, ``stability < min_stability``, or whose mean colour
+   is background (norm below ``background_level``) are dropped. The stability filter is off by
+   default (``min_stability=0``): on held-in validation scenes of the demo model, a map whose
+   object colours vary by a few RGB units inside an object gives true objects stabilities far
+   below 0.9 (the earlier default), and the filter discarded nearly all of them
+   (benchmarks/README.md).
+6. **Suppress**: greedy, by descending (score, stability, area): a mask is dropped when its IoU
+   with an already kept mask exceeds ``iou_dedup``, or when more than ``max_overlap`` of its
+   area lies inside one (a fragment of a kept object: a noisy map gives an object several
+   slightly different colours, and a point prompt on each selects a part of it).
 7. **Sort** by area, largest first.
 """
 
@@ -36,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputTypeError
-from .prompts import (ColourMap, PromptConfig, _query_colour, as_colour_map, colour_distance, score_map_255,
+from .prompts import (PromptConfig, _query_colour, as_colour_map, colour_distance, parts_holding, score_map_255,
                       similarity_from_distance)
 
 __all__ = ["InstanceMask", "segment_everything"]
@@ -74,11 +82,27 @@ def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def stability_score(score_255: np.ndarray, threshold: float, offset: float) -> float:
-    """IoU between the masks ``score_255 > threshold + offset`` and ``> max(threshold − offset, 0)``."""
-    low = np.count_nonzero(score_255 > max(threshold - offset, 0.0))
-    high = np.count_nonzero(score_255 > threshold + offset)
-    return high / low if low else 0.0
+def stability_score(score_255: np.ndarray, threshold: float, offset: float,
+                    within: np.ndarray | None = None) -> float:
+    """IoU between the masks ``score_255 > threshold + offset`` and ``> max(threshold − offset, 0)``
+    (the first lies inside the second), counted within the bool mask ``within`` when given (its
+    connected parts: the low mask's parts that touch it)."""
+    low_mask = score_255 > max(threshold - offset, 0.0)
+    high_mask = score_255 > threshold + offset
+    if within is not None:
+        low_mask = _parts_touching(low_mask, within)
+        high_mask &= low_mask
+    low = np.count_nonzero(low_mask)
+    return np.count_nonzero(high_mask) / low if low else 0.0
+
+
+def _parts_touching(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The connected parts (8-neighbourhood) of ``mask`` that share a pixel with ``seed``."""
+    import cv2
+
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    touched = np.unique(labels[seed & mask])
+    return np.isin(labels, touched[touched > 0])
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,37 +128,61 @@ def _check_parameters(grid: Any, iou_dedup: Any, min_area: Any, stability_offset
 
 def segment_everything(colour_map: Any, config: PromptConfig = PromptConfig(), grid: int = 16,
                        iou_dedup: float = 0.7, min_area: int = 16, stability_offset: float = 2.0,
-                       min_stability: float = 0.9, background_level: float = 10.0,
-                       max_query_gap: float = 1.0) -> list[InstanceMask]:
+                       min_stability: float = 0.0, background_level: float = 10.0,
+                       max_query_gap: float = 1.0, max_overlap: float = 0.5) -> list[InstanceMask]:
     """Every object of a gen2seg instance colour map, each once, largest first.
 
-    colour_map: H×W×3 RGB, uint8 or float in [0, 255]. config: the point-prompt parameters.
+    colour_map: H×W×3 RGB, uint8 or float in [0, 255]. config: the point-prompt parameters
+    (``config.connected``: a candidate is the connected part holding its grid point).
     grid: points per side. iou_dedup: masks overlapping a better one by more than this IoU are
+    dropped. max_overlap: masks with more than this fraction of their area inside a better one are
     dropped. min_area: smallest kept mask, pixels. stability_offset, min_stability: see the module
-    docs (offset in 0–255 score units around ``config.threshold``). background_level: colour norm
-    (0–255 RGB units) below which a query or a mask's mean colour counts as background.
-    max_query_gap: RGB distance from a query to the nearest colour in the map above which the
-    point is taken as lying on an edge and prompts with its own pixel's colour.
+    docs (offset in 0–255 score units around ``config.threshold``; 0 = no stability filter).
+    background_level: colour norm (0–255 RGB units) below which a query or a mask's mean colour
+    counts as background. max_query_gap: RGB distance from a query to the nearest colour in the
+    map above which the point is taken as lying on an edge and prompts with its own pixel's colour.
     Returns a list of :class:`InstanceMask` (empty for an all-black map).
     """
     if not isinstance(config, PromptConfig):
         raise InputTypeError(f"config must be a PromptConfig, got {type(config).__name__}")
     _check_parameters(grid, iou_dedup, min_area, stability_offset, min_stability, background_level, max_query_gap)
+    _check_fraction("max_overlap", max_overlap)
     cmap = as_colour_map(colour_map)
     resolved: dict[tuple[float, ...], tuple[float, ...]] = {}   # Gaussian query -> query used
-    candidates: dict[tuple[float, ...], InstanceMask | None] = {}
+    scores: dict[tuple[float, ...], np.ndarray] = {}           # query -> final score, 0-255
+    candidates: dict[tuple, InstanceMask | None] = {}
     for x, y in grid_points(cmap.height, cmap.width, int(grid)):
         gaussian = _rounded_key(_query_colour(cmap.rgb, x, y, config.sigma))
         if gaussian not in resolved:
             resolved[gaussian] = _query_for_point(cmap.rgb, gaussian, (x, y), max_query_gap)
         query = resolved[gaussian]
-        if query in candidates or np.linalg.norm(query) < background_level:
+        if np.linalg.norm(query) < background_level:
             continue
-        distance = colour_distance(cmap.rgb, np.array(query))
-        candidates[query] = _candidate(cmap, distance, (x, y), config, stability_offset)
+        if query not in scores:
+            score = similarity_from_distance(colour_distance(cmap.rgb, np.array(query)), config)
+            scores[query] = score_map_255(score, np.ones(score.shape, dtype=bool), cmap, config)
+        final = scores[query]
+        mask = final > config.threshold
+        if config.connected:
+            mask = parts_holding(mask, np.array([[x, y]], dtype=np.float64))
+        key = (query, _mask_key(mask))
+        if key not in candidates:
+            candidates[key] = _candidate(final, mask, (x, y), config, stability_offset)
     kept = [c for c in candidates.values() if c is not None and c.area >= min_area and c.stability >= min_stability
             and not _is_background(cmap.rgb, c.mask, background_level)]
-    return sorted(_deduplicate(kept, iou_dedup), key=lambda c: -c.area)
+    return sorted(_suppress(kept, iou_dedup, max_overlap), key=lambda c: -c.area)
+
+
+def _check_fraction(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+def _mask_key(mask: np.ndarray) -> tuple[int, int]:
+    """Identifies a candidate among those of one query: (first pixel index, area)."""
+    flat = np.flatnonzero(mask.ravel())
+    return (int(flat[0]), int(flat.size)) if flat.size else (-1, 0)
 
 
 def _rounded_key(colour: np.ndarray) -> tuple[float, ...]:
@@ -151,16 +199,18 @@ def _query_for_point(rgb: np.ndarray, gaussian: tuple[float, ...], point: tuple[
     return _rounded_key(rgb[y, x])
 
 
-def _candidate(cmap: ColourMap, distance: np.ndarray, point: tuple[int, int], config: PromptConfig,
+def _candidate(final: np.ndarray, mask: np.ndarray, point: tuple[int, int], config: PromptConfig,
                stability_offset: float) -> InstanceMask | None:
-    score = similarity_from_distance(distance, config)
-    final = score_map_255(score, np.ones(score.shape, dtype=bool), cmap, config)
-    mask = final > config.threshold
+    """The candidate ``mask`` (bool H×W) of one grid point, scored on ``final`` (0–255): score =
+    mean of ``final / 255`` over the mask; stability = area above ``threshold + offset`` over the
+    area above ``max(threshold − offset, 0)``, both counted within the mask's connected parts when
+    ``config.connected`` (else over the whole map)."""
     area = int(np.count_nonzero(mask))
     if area == 0:
         return None
+    within = mask if config.connected else None
     return InstanceMask(mask=mask, score=float(final[mask].mean() / 255.0),
-                        stability=float(stability_score(final, config.threshold, stability_offset)),
+                        stability=float(stability_score(final, config.threshold, stability_offset, within)),
                         point=point, area=area, bbox=mask_bbox(mask))
 
 
@@ -168,9 +218,12 @@ def _is_background(rgb: np.ndarray, mask: np.ndarray, background_level: float) -
     return float(np.linalg.norm(rgb[mask].mean(axis=0))) < background_level
 
 
-def _deduplicate(candidates: list[InstanceMask], iou_dedup: float) -> list[InstanceMask]:
+def _suppress(candidates: list[InstanceMask], iou_dedup: float, max_overlap: float) -> list[InstanceMask]:
+    """Greedy, by descending (score, stability, area): a candidate is dropped when its IoU with a
+    kept mask exceeds ``iou_dedup`` or more than ``max_overlap`` of its area lies inside one."""
     kept: list[InstanceMask] = []
     for candidate in sorted(candidates, key=lambda c: (-c.score, -c.stability, -c.area)):
-        if all(mask_iou(candidate.mask, other.mask) <= iou_dedup for other in kept):
+        if all(mask_iou(candidate.mask, other.mask) <= iou_dedup
+               and np.count_nonzero(candidate.mask & other.mask) <= max_overlap * candidate.area for other in kept):
             kept.append(candidate)
     return kept

@@ -35,6 +35,15 @@ the object whose colour matches the colour around the point:
    when OpenCV contrib is missing, we raise :class:`~genmask_sdk.errors.BackendUnavailableError`.
 5. **Threshold**: ``mask = score · 255 > threshold`` (with refinement: the filtered uint8 value
    ``> threshold``, exactly as the published code).
+6. **Connected parts** (``connected=True``, the default; our extension): a colour match selects
+   every pixel of that colour, anywhere in the image, and a slightly noisy map also lets specks of
+   other objects and of the background through. The object a point selects is the connected
+   part (8-neighbourhood) of the mask that holds the point, so only the parts holding a positive
+   point are kept (score set to 0 elsewhere). A positive point that falls just outside the
+   thresholded mask (refinement can move an edge by a few pixels) takes the part nearest to it.
+   On held-in validation scenes of the demo model this raised single-point IoU by about 0.15
+   (benchmarks/README.md). ``connected=False`` reproduces the published code exactly. Needs
+   OpenCV (``cv2.connectedComponents``), as the refinement does.
 
 Coordinates: ``(x, y)`` in pixels of the colour map, x to the right (column), y down (row),
 pixel centres at integers, valid range ``0 <= x <= W-1``, ``0 <= y <= H-1``.
@@ -73,6 +82,8 @@ class PromptConfig:
     refine: run the joint bilateral refinement (needs OpenCV contrib, see the module docs).
     clamp_similarity: False = the published code (no clamp); True = the paper's
         ``min(1, 1/distance)``. See the module docs for what each implies.
+    connected: keep only the connected parts of the mask that hold a positive point (step 6 of
+        the module docs; our extension). False = exactly the published code.
     eps: added to distances and to the normaliser's denominator.
     """
 
@@ -83,6 +94,7 @@ class PromptConfig:
     bilateral_sigma_space: float = 75.0
     refine: bool = True
     clamp_similarity: bool = False
+    connected: bool = True
     eps: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -355,7 +367,8 @@ def point_prompt_mask(colour_map: Any, points: Any, labels: Any = None,
         y down, 0 <= x <= W-1, 0 <= y <= H-1), or one (x, y) pair. labels: one per point, 1 =
         positive (select), 0 = negative (exclude); None = all positive; at least one positive.
     Returns ``(mask, score)``: mask bool H×W; score float32 H×W in [0, 1] (the refined similarity,
-    0 where a negative point vetoed the pixel), ``mask == (score · 255 > threshold)``.
+    0 where a negative point vetoed the pixel and, with ``config.connected``, outside the kept
+    parts), ``mask == (score · 255 > threshold)``.
 
     Rules (module docs): best positive similarity vs. best negative similarity per pixel, kept
     when strictly greater; refinement; threshold. A point on an edge between two colours averages
@@ -372,4 +385,40 @@ def point_prompt_mask(colour_map: Any, points: Any, labels: Any = None,
     score, keep = combine_prompts([m for m, p in zip(maps, positive) if p],
                                   [m for m, p in zip(maps, positive) if not p])
     final = score_map_255(score, keep, cmap, config)
-    return final > config.threshold, (final / 255.0).astype(np.float32)
+    mask = final > config.threshold
+    if config.connected:
+        mask = parts_holding(mask, point_array[positive])
+        final = np.where(mask, final, 0.0)
+    return mask, (final / 255.0).astype(np.float32)
+
+
+def parts_holding(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The connected parts (8-neighbourhood) of bool ``mask`` (H×W) that hold one of ``points``
+    ((N, 2) float (x, y) pixels, rounded to the nearest pixel); a point outside the mask takes the
+    part whose nearest pixel is closest to it. Returns a bool H×W mask (empty iff ``mask`` is)."""
+    if not mask.any():
+        return mask
+    cv2 = _opencv()
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    rows, cols = np.nonzero(mask)
+    kept = set()
+    for x, y in np.rint(np.asarray(points, dtype=np.float64)).astype(int):
+        label = labels[y, x]
+        if label == 0:  # outside the mask: the part of the nearest mask pixel
+            nearest = int(np.argmin((cols - x) ** 2 + (rows - y) ** 2))
+            label = labels[rows[nearest], cols[nearest]]
+        kept.add(int(label))
+    return np.isin(labels, sorted(kept))
+
+
+def _opencv():
+    """Import cv2 (any build); BackendUnavailableError if missing."""
+    try:
+        import cv2
+    except ImportError as error:
+        raise BackendUnavailableError(
+            f"Keeping the connected parts of a point-prompt mask (PromptConfig.connected=True) needs OpenCV "
+            f"(cv2.connectedComponents), but cv2 cannot be imported ({error}). pip install "
+            "opencv-contrib-python-headless (or pip install 'genmask-sdk[instance]'), or pass "
+            "PromptConfig(connected=False) to keep every matching pixel (the published behaviour).") from error
+    return cv2

@@ -57,6 +57,7 @@ from ..families import GEN2SEG_DEMO, GEN2SEG_HUB_IDS, GENMASK, family_of, wrong_
 from ..results import INSTANCE_STAGES, MaskResult, Timings
 from ..runtime.imaging import load_image
 from . import everything as _everything
+from .prompt_defaults import prompt_config_from_mapping
 from .prompts import ColourMap, PromptConfig, as_colour_map, as_labels, point_prompt_mask
 
 logger = logging.getLogger("genmask_sdk.instance")
@@ -88,14 +89,14 @@ class InstanceSegmenter:
     ``from_engines``, ``from_model`` or the constructor (any colourizer). See the module docstring."""
 
     def __init__(self, colourizer: Any, prompt_config: PromptConfig | None = None,
-                 source: Mapping[str, Any] | None = None) -> None:
+                 source: Mapping[str, Any] | None = None, checkpoint_prompts: PromptConfig | None = None) -> None:
         if not callable(getattr(colourizer, "colour_map", None)):
             raise InputTypeError(
                 f"InstanceSegmenter needs a colourizer: an object with colour_map(rgb uint8 HxWx3) -> HxWx3 uint8, "
                 f"describe() and close(); got {type(colourizer).__name__}. Use InstanceSegmenter.from_pretrained "
                 "or from_engines."
             )
-        self._prompt_config = _prompt_config(prompt_config)
+        self._prompt_config, self._prompt_source = _choose_prompt_config(prompt_config, checkpoint_prompts)
         self._colourizer = colourizer
         self._source = dict(source) if source else {"kind": "colourizer", "path": None}
         self._lock = threading.RLock()
@@ -120,7 +121,7 @@ class InstanceSegmenter:
                     f"{name_or_path}', or pass a hub id such as {' or '.join(repr(h) for h in GEN2SEG_HUB_IDS)}."
                 )
         _refuse_genmask(name_or_path)
-        prompt_config = _prompt_config(prompt_config)
+        _prompt_config(prompt_config)  # a wrong type fails before the model loads
         from ..runtime.devices import resolve_device
 
         resolved, _ = resolve_device(device)
@@ -133,9 +134,13 @@ class InstanceSegmenter:
                 f"the gen2seg PyTorch reference needs torch, diffusers and transformers ({exc.name} is missing): "
                 "pip install 'genmask-sdk[export]', or open engines with InstanceSegmenter.from_engines."
             ) from None
+        from ..model.gen2seg.loading import checkpoint_prompt_defaults
+
+        defaults = checkpoint_prompt_defaults(name_or_path)
         colourizer = TorchColourizer.from_pretrained(name_or_path, device=str(resolved))
         logger.info("InstanceSegmenter: torch fp32 on %s from %s", resolved, name_or_path)
-        return cls(colourizer, prompt_config, source={"kind": "checkpoint", "path": str(name_or_path)})
+        return cls(colourizer, prompt_config, source={"kind": "checkpoint", "path": str(name_or_path)},
+                   checkpoint_prompts=None if defaults is None else defaults[0])
 
     @classmethod
     def from_model(cls, model: Any, prompt_config: PromptConfig | None = None,
@@ -155,7 +160,7 @@ class InstanceSegmenter:
         if not path.is_dir():
             raise ArtifactNotFoundError(f"engine directory {path} does not exist; pass the folder that holds "
                                         "manifest.json (written by 'genmask build').")
-        prompt_config = _prompt_config(prompt_config)
+        _prompt_config(prompt_config)
         try:
             from ..runtime.gen2seg import open_colourizer
         except ImportError as exc:  # the module, or its open_colourizer, is missing (not one of its dependencies)
@@ -166,7 +171,15 @@ class InstanceSegmenter:
                 "use InstanceSegmenter.from_pretrained with the checkpoint (PyTorch), or upgrade genmask-sdk."
             ) from None
         colourizer = open_colourizer(path, backend=backend, precision=precision, device=device)
-        return cls(colourizer, prompt_config, source={"kind": "engines", "path": str(path)})
+        try:
+            raw = getattr(colourizer, "prompt_defaults", None)
+            checkpoint_prompts = None if raw is None else prompt_config_from_mapping(
+                raw, f"{path / 'manifest.json'} (prompt_config)")
+            return cls(colourizer, prompt_config, source={"kind": "engines", "path": str(path)},
+                       checkpoint_prompts=checkpoint_prompts)
+        except BaseException:
+            colourizer.close()
+            raise
 
     # ---------------------------------------------------------------------------------- image
     def colorize(self, image: Any) -> np.ndarray:
@@ -259,8 +272,9 @@ class InstanceSegmenter:
         """Every object, each once, largest first (``instance.segment_everything`` on the colour map).
 
         ``image`` as in ``predict``. ``options``: ``grid`` (points per side, 16), ``iou_dedup``
-        (0.7), ``min_area`` (16 px), ``stability_offset`` (2.0), ``min_stability`` (0.9),
-        ``background_level`` (10.0), ``max_query_gap`` (1.0); see ``genmask_sdk.instance.everything``.
+        (0.7), ``max_overlap`` (0.5), ``min_area`` (16 px), ``stability_offset`` (2.0),
+        ``min_stability`` (0.0), ``background_level`` (10.0), ``max_query_gap`` (1.0); see
+        ``genmask_sdk.instance.everything``.
         The prompt parameters are this segmenter's ``prompt_config``. Each result carries its grid
         point (``points``, one, label 1) and ``stability``; all share one ``Timings``.
         """
@@ -336,6 +350,7 @@ class InstanceSegmenter:
                 "precision": col.get("precision"), "provider": col.get("provider"), "device": col.get("device"),
                 "processing_size": col.get("processing_size"), "files": col.get("files") or {},
                 "source": dict(self._source), "versions": versions, "prompt_config": asdict(self._prompt_config),
+                "prompt_config_source": self._prompt_source,
                 "stages": list(INSTANCE_STAGES), "fallbacks": list(col.get("fallbacks") or []),
                 "colourizer": col, "image_size": list(self.image_size) if self.image_size else None,
                 "thread_safety": "one lock per InstanceSegmenter: calls run one at a time",
@@ -375,6 +390,21 @@ class InstanceSegmenter:
 def _refuse_genmask(name_or_path: Any) -> None:
     if family_of(name_or_path) == GENMASK:
         raise ArtifactMismatchError(wrong_family_message(name_or_path, GENMASK, "gen2seg"))
+
+
+PROMPTS_FROM_CALLER = "caller"
+PROMPTS_FROM_CHECKPOINT = "checkpoint (prompt_config.json)"
+PROMPTS_PUBLISHED = "published gen2seg defaults"
+
+
+def _choose_prompt_config(config: Any, checkpoint_prompts: PromptConfig | None) -> tuple[PromptConfig, str]:
+    """The caller's config if given, else the checkpoint's own defaults, else ``PromptConfig()``;
+    with where it came from (``describe()["prompt_config_source"]``)."""
+    if config is not None:
+        return _prompt_config(config), PROMPTS_FROM_CALLER
+    if checkpoint_prompts is not None:
+        return _prompt_config(checkpoint_prompts), PROMPTS_FROM_CHECKPOINT
+    return PromptConfig(), PROMPTS_PUBLISHED
 
 
 def _prompt_config(config: Any) -> PromptConfig:

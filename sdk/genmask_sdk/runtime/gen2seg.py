@@ -143,12 +143,14 @@ class EngineColourizer:
     ``runtime``: ``"onnx"`` (ONNX Runtime, ``provider`` "cpu" or "cuda") or ``"tensorrt"`` (the
     files are plans; TensorRT runners on one CUDA stream of ``device_id``). Each stage's output is
     copied to the host (a few hundred KB of latents between SD stages), so ``timings`` are per stage.
+    ``prompt_defaults``: the manifest's ``prompt_config`` (the checkpoint's own point-prompt
+    parameters, ``instance.prompt_defaults``; None when it had none), for ``InstanceSegmenter``.
     """
 
     def __init__(self, processing: Mapping[str, Any], files: Mapping[str, Path], *, provider: str = "cpu",
                  device_id: int = 0, precision: str = "fp32", records: Mapping[str, Mapping[str, Any]] | None = None,
                  directory: Path | None = None, choice: Mapping[str, Any] | None = None,
-                 runtime: str = "onnx") -> None:
+                 runtime: str = "onnx", prompt_defaults: Mapping[str, Any] | None = None) -> None:
         if runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
         self.runtime = runtime
@@ -167,6 +169,7 @@ class EngineColourizer:
         self.directory = directory
         self.files = {stage: Path(files[stage]) for stage in STAGES[self.variant]}
         self.choice = dict(choice or {})
+        self.prompt_defaults = None if prompt_defaults is None else dict(prompt_defaults)
         self.timings: dict[str, float] = {}
         self.runners: dict[str, Any] = {}
         self._stream: Any = None
@@ -340,7 +343,8 @@ def open_colourizer(directory: str | Path, backend: str = "auto", precision: str
                         + (" (device=None means the CPU; pass device='cuda' for the GPU)" if device is None else "")}
     return EngineColourizer(manifest.data["processing"], manifest.files(precision), provider=provider,
                             device_id=target.index or 0, precision=precision, records=records,
-                            directory=manifest.directory, choice=choice)
+                            directory=manifest.directory, choice=choice,
+                            prompt_defaults=manifest.data.get("prompt_config"))
 
 
 def _open_tensorrt(manifest, precision: str, target, backend: str, device: Any) -> EngineColourizer:
@@ -361,4 +365,5 @@ def _open_tensorrt(manifest, precision: str, target, backend: str, device: Any) 
               "reason": "TensorRT plans of the set" + (" (auto: a CUDA device and plans)" if backend == "auto" else "")}
     return EngineColourizer(manifest.data["processing"], manifest.files(precision, "tensorrt"), provider="tensorrt",
                             device_id=target.index or 0, precision=precision, records=records,
-                            directory=manifest.directory, choice=choice, runtime="tensorrt")
+                            directory=manifest.directory, choice=choice, runtime="tensorrt",
+                            prompt_defaults=manifest.data.get("prompt_config"))

@@ -48,6 +48,9 @@ class Gen2SegConfig:
         gamma: exponent applied after the min–max of the colour map. ``None`` picks the variant's
             default (SD 1.0 = none, MAE 0.7).
         name: a label for humans (hub id, training run, "tiny").
+        pixel_head_channels, pixel_head_depth: MAE only: width and number of dilated 3×3 layers of
+            the optional full-resolution ``PixelHead`` on the ViT's output (not in the published
+            gen2seg; 0 channels = no head, the published layout). Weights in ``pixel_head.safetensors``.
         family: always ``"gen2seg"`` (tells gen2seg artefacts from GenMask ones).
     """
 
@@ -57,6 +60,8 @@ class Gen2SegConfig:
     empty_prompt_padding: str = "do_not_pad"
     gamma: float | None = None
     name: str = "custom"
+    pixel_head_channels: int = 0
+    pixel_head_depth: int = 3
     family: str = FAMILY
 
     def __post_init__(self) -> None:
@@ -71,6 +76,10 @@ class Gen2SegConfig:
             object.__setattr__(self, "gamma", gamma)
         _check_int("processing_size", self.processing_size, minimum=8)
         _check_int("timestep", self.timestep, minimum=0)
+        _check_int("pixel_head_channels", self.pixel_head_channels, minimum=0)
+        _check_int("pixel_head_depth", self.pixel_head_depth, minimum=1)
+        if self.pixel_head_channels and self.variant != "mae":
+            raise ConfigError("pixel_head_channels applies to the MAE variant only; set it to 0 for SD.")
         if self.empty_prompt_padding not in PADDINGS:
             raise ConfigError(f"empty_prompt_padding {self.empty_prompt_padding!r} is unknown; use one of {PADDINGS}.")
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not self.gamma > 0:

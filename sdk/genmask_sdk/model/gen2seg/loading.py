@@ -33,6 +33,7 @@ from ...errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError
 from ...families import GEN2SEG_DEMO
 from .config import CONFIG_NAME, Gen2SegConfig
 from .mae import Gen2SegMAE
+from .pixel_head import HEAD_FILE
 from .schedule import one_step_inference_timestep, scheduler_subset
 from .sd import Gen2SegSD, empty_prompt_embedding
 
@@ -256,7 +257,28 @@ def _load_mae(source: Source, device: str | torch.device, overrides: dict[str, A
         source.root, dtype=torch.float32, **source.kwargs()))
     default = Gen2SegConfig.mae(processing_size=int(mae.config.image_size), name=source.root)
     config = _config(source, default, overrides)
-    return Gen2SegMAE(config, mae.eval()).to(device).eval()
+    model = Gen2SegMAE(config, mae.eval())
+    if model.pixel_head is not None:
+        _load_pixel_head(model, source)
+    return model.to(device).eval()
+
+
+def _load_pixel_head(model: Gen2SegMAE, source: Source) -> None:
+    """Fill ``model.pixel_head`` from ``pixel_head.safetensors`` (its config asks for a head)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = source.file(HEAD_FILE)
+    if path is None:
+        raise ArtifactNotFoundError(f"{source.root} asks for a pixel head (pixel_head_channels="
+                                    f"{model.config.pixel_head_channels}) but has no {HEAD_FILE}; "
+                                    "re-save the checkpoint with Gen2SegMAE.save_pretrained.")
+    try:
+        model.pixel_head.load_state_dict(load_file(str(path)))
+    except (RuntimeError, OSError, SafetensorError) as exc:  # missing/unexpected keys or shapes; a damaged file
+        raise ArtifactMismatchError(f"{path} does not match the pixel head of {CONFIG_NAME} "
+                                    f"(channels {model.config.pixel_head_channels}, depth "
+                                    f"{model.config.pixel_head_depth}): {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------ saving
@@ -280,9 +302,14 @@ def save_sd(model: Gen2SegSD, path: str | os.PathLike) -> Path:
 def save_mae(model: Gen2SegMAE, path: str | os.PathLike) -> Path:
     """Our MAE checkpoint: config + the transformers checkpoint (still loadable by transformers alone)."""
 
+    from safetensors.torch import save_file
+
     def write(staging: Path) -> None:
         model.mae.save_pretrained(staging)
         model.config.save(staging)
+        if model.pixel_head is not None:
+            weights = {k: v.detach().float().cpu().contiguous() for k, v in model.pixel_head.state_dict().items()}
+            save_file(weights, str(staging / HEAD_FILE))
 
     return _write_directory(Path(path), write)
 
@@ -301,3 +328,14 @@ def _write_directory(target: Path, write: Callable[[Path], None]) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(backup, ignore_errors=True)
     return target
+
+
+def checkpoint_prompt_defaults(name_or_path: str | os.PathLike, local_files_only: bool = False):
+    """The checkpoint's own prompt defaults, ``(PromptConfig, selection)`` from its
+    ``prompt_config.json`` (``instance.prompt_defaults``), or None when it has none (the published
+    checkpoints). Works for local directories, the demo and hub ids (the file is fetched with the
+    others). A broken file raises ``ArtifactMismatchError``."""
+    from ...instance.prompt_defaults import PROMPT_CONFIG_FILE, read_prompt_defaults
+
+    path = resolve_source(name_or_path, local_files_only).file(PROMPT_CONFIG_FILE)
+    return None if path is None else read_prompt_defaults(path.parent)

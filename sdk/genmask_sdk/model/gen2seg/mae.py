@@ -23,6 +23,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from .config import Gen2SegConfig
+from .pixel_head import PixelHead
 from .processing import min_max_gamma, preprocess_mae, resize_to_original
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,6 +74,8 @@ class Gen2SegMAE(nn.Module):
         self.mae = mae
         self.patch_size = int(mae.config.patch_size)
         self.channels = int(mae.config.num_channels)
+        self.pixel_head = (PixelHead(config.pixel_head_channels, config.pixel_head_depth, self.channels)
+                           if config.pixel_head_channels else None)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -124,9 +127,15 @@ class Gen2SegMAE(nn.Module):
         """(B, L, p²·3) -> (B, 3, S, S)."""
         return unpatchify(predictions, self.patch_size, self.channels)
 
+    def raw_image(self, normalised: torch.Tensor) -> torch.Tensor:
+        """Normalised pixels (B, 3, S, S) -> raw output image (B, 3, S, S) float32 (unbounded):
+        the unpatchified ViT output, refined by the pixel head when the model has one."""
+        coarse = self.unpatchify(self(normalised))
+        return coarse if self.pixel_head is None else self.pixel_head(coarse, normalised)
+
     def predict_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [0, 1] -> raw output image (B, 3, S, S) float32 (unbounded)."""
-        return self.unpatchify(self(self.normalise(pixels)))
+        return self.raw_image(self.normalise(pixels))
 
     def colour_map(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) raw -> float in [0, 255): per image ((x+|min|)/(|max|+|min|+1e-5))^γ · 255."""

@@ -1,0 +1,79 @@
+"""File helpers shared by the converters: every failure names the sample and the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ...errors import ArtifactMismatchError, ArtifactNotFoundError, InvalidSampleError
+
+
+def require_dir(path: Path, what: str, hint: str) -> Path:
+    """``path`` if it is a directory, else ArtifactNotFoundError saying ``what`` it should be."""
+    if not path.is_dir():
+        raise ArtifactNotFoundError(f"{what} not found: {path} is not a directory. {hint}")
+    return path
+
+
+def require_file(path: Path, what: str, hint: str) -> Path:
+    """``path`` if it is a file, else ArtifactNotFoundError saying ``what`` it should be."""
+    if not path.is_file():
+        raise ArtifactNotFoundError(f"{what} not found: {path} does not exist. {hint}")
+    return path
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parsed JSON of ``path``; ArtifactMismatchError naming the file if it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactMismatchError(f"{what} {path} is not valid JSON ({exc}); re-download it.") from None
+
+
+def load_rgb(path: Path, sample_id: str) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` RGB pixels of an image file (grey, palette and CMYK converted).
+
+    EXIF orientation is ignored, as COCO and ADE20K annotations are on the stored pixel grid.
+    Raises InvalidSampleError naming ``sample_id`` and ``path`` if it is missing or unreadable.
+    """
+    if not path.is_file():
+        raise InvalidSampleError(f"sample {sample_id!r}: image file {path} is missing. Restore the "
+                                 f"image (or point --images at the folder that holds it).")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidSampleError(f"sample {sample_id!r}: cannot read image {path} ({exc}); "
+                                 f"re-download it.") from None
+
+
+def load_label_map(path: Path, sample_id: str) -> np.ndarray:
+    """``(H, W)`` integer label map of a single-channel (mode L, P or I;16) PNG, values as stored.
+
+    Raises InvalidSampleError naming ``sample_id`` and ``path`` if it is unreadable or has colour
+    channels (an RGB rendering of the labels is not a label map).
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "P", "I", "I;16"):
+                raise InvalidSampleError(
+                    f"sample {sample_id!r}: label map {path} has mode {image.mode}; expected a "
+                    f"single-channel PNG of class indices (mode L or P), not a coloured rendering.")
+            return np.asarray(image)
+    except OSError as exc:
+        raise InvalidSampleError(f"sample {sample_id!r}: cannot read label map {path} ({exc}); "
+                                 f"re-download it.") from None
+
+
+def check_same_size(sample_id: str, image: np.ndarray, mask_hw: tuple[int, int], image_path: Path,
+                    mask_source: str) -> None:
+    """InvalidSampleError naming both files unless ``mask_hw == image.shape[:2]``."""
+    if tuple(mask_hw) != image.shape[:2]:
+        raise InvalidSampleError(
+            f"sample {sample_id!r}: mask/image size mismatch: {mask_source} is {tuple(mask_hw)} (H, W) "
+            f"but image {image_path} is {image.shape[:2]}. The annotation belongs to another image "
+            f"or one of them was resized; restore the original files.")
