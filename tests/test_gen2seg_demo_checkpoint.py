@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(not (DEMO / "gen2seg_config.json").is_file(),
 N_SCENES = 24
 #: Measured on those scenes with the shipped checkpoint (PyTorch, fp32), minus a small margin
 #: (different BLAS/CPU rounding may move a few uint8 colours, hence a mask pixel or two).
-#: With the checkpoint's own prompt defaults (prompt_config.json: threshold 10, chosen on the validation seed).
-MEASURED = {"single_point_miou": 0.777, "multi_point_miou": 0.831, "recall@0.5": 0.968, "recall@0.75": 0.809}
+#: With the checkpoint's own prompt defaults (prompt_config.json, chosen on the validation seed).
+MEASURED = {"single_point_miou": 0.865, "multi_point_miou": 0.946, "recall@0.5": 0.978, "recall@0.75": 0.893}
 MARGIN = 0.03
 
 
@@ -37,7 +37,8 @@ def test_loads_offline_by_name(segmenter, monkeypatch):
     assert info["source"]["path"] == str(DEMO)
     assert info["prompt_config_source"] == "checkpoint (prompt_config.json)"
     summary = json.loads((DEMO / "training_summary.json").read_text())
-    assert info["prompt_config"]["threshold"] == summary["prompt_selection"]["chosen_threshold"]
+    for name, value in summary["prompt_selection"]["chosen"].items():
+        assert info["prompt_config"][name] == value
 
 
 def test_files_size_and_summary():

@@ -106,10 +106,14 @@ def test_checkpoint_layout_and_loading(tiny_run):
     assert colours.shape == (40, 30, 3) and colours.dtype == np.uint8
     # the prompt threshold chosen on the validation seed is the checkpoint's default
     selection = summary["prompt_selection"]
-    assert selection["seed"] == TINY.validation_seed != TINY.seed and selection["thresholds"] == [3.0, 10.0]
-    assert selection["chosen_threshold"] == selection["thresholds"][int(np.argmax(selection["scores"]))]
+    assert selection["seed"] == TINY.validation_seed != TINY.seed
+    assert selection["grid"] == {"threshold": [3.0, 10.0], "bilateral_sigma_color": [5.0, 75.0]}
+    assert len(selection["candidates"]) == 4
+    best = max(selection["candidates"], key=lambda c: c["score"])
+    assert best["score"] == selection["chosen_score"]
     assert described["prompt_config_source"] == "checkpoint (prompt_config.json)"
-    assert described["prompt_config"]["threshold"] == selection["chosen_threshold"]
+    for name, value in selection["chosen"].items():
+        assert described["prompt_config"][name] == value
 
 
 def test_resume_reproduces_an_uninterrupted_run(tiny_run, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from genmask_sdk.instance.prompt_defaults import (PROMPT_CONFIG_FILE, prompt_con
 from genmask_sdk.instance.prompts import PromptConfig
 from genmask_sdk.instance.segmenter import InstanceSegmenter
 
-SELECTION = {"metric": "single_point_miou", "thresholds": [3.0, 10.0], "scores": [0.5, 0.6], "chosen_threshold": 10.0}
+SELECTION = {"metric": "single_point_miou", "chosen": {"threshold": 10.0}, "chosen_score": 0.6}
 
 
 def test_round_trip(tmp_path):
@@ -65,6 +65,32 @@ class Flat:
 
     def close(self):
         self.closed = True
+
+
+def test_selection_picks_the_best_candidate_on_the_given_scenes():
+    from genmask_sdk.data.instances import InstanceDataset
+    from genmask_sdk.eval.gen2seg_demo import select_prompt_config
+    from genmask_sdk.errors import ConfigError
+
+    class Truth:  # colours every instance of the scene exactly: any threshold below 255 is perfect...
+        def __init__(self, scenes):
+            self.maps = {id(s.image): s for s in scenes}
+
+        def colorize(self, image):
+            scene, out = self.maps[id(image)], np.zeros(image.shape, dtype=np.uint8)
+            for k, obj in enumerate(scene.objects):
+                out[obj.mask] = (40 + 25 * k, 200 - 20 * k, 90 + 15 * k)
+            return out
+
+    scenes = list(InstanceDataset(1, 3, 64))
+    config, record = select_prompt_config(Truth(scenes), scenes, {"threshold": [3, 254.9]}, PromptConfig(refine=False))
+    # ...except 254.9, where only exact-colour pixels pass and the Gaussian-averaged query may miss
+    assert [c["threshold"] for c in record["candidates"]] == [3.0, 254.9]
+    assert record["chosen"] == {"threshold": 3.0} and config == PromptConfig(threshold=3.0, refine=False)
+    assert record["chosen_score"] == max(c["score"] for c in record["candidates"]) > 0.95
+    assert record["instances"] == sum(len(s.objects) for s in scenes)
+    with pytest.raises(ConfigError, match="unknown"):
+        select_prompt_config(Truth(scenes), scenes, {"colour": [1]})
 
 
 def test_caller_beats_checkpoint_beats_published():

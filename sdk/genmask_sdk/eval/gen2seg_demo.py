@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,30 +136,37 @@ def prompt_settings(segmenter: Any) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------- prompt defaults (validation)
-#: Thresholds tried when a checkpoint's prompt defaults are chosen (0-255 score units; 3 = published).
-PROMPT_THRESHOLDS = (3, 6, 10, 15, 20)
+#: The grid searched when a checkpoint's prompt defaults are chosen: the mask threshold (0-255
+#: score units; published: 3) and the joint bilateral filter's colour sigma (published: 75).
+PROMPT_GRID: dict[str, tuple[float, ...]] = {"threshold": (3, 6, 10, 15),
+                                             "bilateral_sigma_color": (2.5, 5, 10, 25, 75)}
 
 
-def select_prompt_threshold(segmenter: Any, scenes: Iterable[InstanceScene],
-                            thresholds: Iterable[float] = PROMPT_THRESHOLDS,
-                            base: Any = None) -> tuple[Any, dict[str, Any]]:
-    """Choose the point-prompt threshold that maximises single-point mIoU on *validation* scenes.
+def select_prompt_config(segmenter: Any, scenes: Iterable[InstanceScene],
+                         grid: Mapping[str, Iterable[float]] | None = None,
+                         base: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Choose the point-prompt parameters that maximise single-point mIoU on *validation* scenes.
 
     ``segmenter``: an ``InstanceSegmenter`` (its colour maps are computed once per scene);
     ``scenes``: validation scenes, never the held-out ones (the caller's choice of seed);
-    ``base``: the ``PromptConfig`` whose other fields are kept (default ``PromptConfig()``).
-    Returns ``(PromptConfig with the best threshold, selection record)``; ties keep the first
-    (lowest) candidate. The record lists every candidate's mIoU and the instance count.
+    ``grid``: ``{PromptConfig field: candidate values}`` (default ``PROMPT_GRID``), searched
+    exhaustively; ``base``: the ``PromptConfig`` whose other fields are kept (default
+    ``PromptConfig()``). Returns ``(best PromptConfig, selection record)``; ties keep the first
+    candidate in grid order. The record lists every candidate's mIoU and the instance count.
     """
     import dataclasses
+    import itertools
 
     from ..instance.prompts import PromptConfig, point_prompt_mask
 
     base = PromptConfig() if base is None else base
-    candidates = [float(t) for t in thresholds]
-    if not candidates:
-        raise ConfigError("select_prompt_threshold needs at least one threshold.")
-    configs = [dataclasses.replace(base, threshold=t) for t in candidates]
+    grid = {name: [float(v) for v in values] for name, values in (PROMPT_GRID if grid is None else grid).items()}
+    unknown = sorted(set(grid) - {f.name for f in dataclasses.fields(PromptConfig)})
+    if unknown or not grid or not all(grid.values()):
+        raise ConfigError(f"the prompt grid needs PromptConfig fields with at least one value each; got {grid} "
+                          f"(unknown: {unknown}).")
+    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    configs = [dataclasses.replace(base, **combo) for combo in combos]
     ious: list[list[float]] = [[] for _ in configs]
     for scene in scenes:
         colours = segmenter.colorize(scene.image)
@@ -168,11 +175,12 @@ def select_prompt_threshold(segmenter: Any, scenes: Iterable[InstanceScene],
             for values, config in zip(ious, configs):
                 values.append(iou(point_prompt_mask(colours, point, config=config)[0], obj.mask))
     if not ious[0]:
-        raise ConfigError("select_prompt_threshold got no validation instances.")
+        raise ConfigError("select_prompt_config got no validation instances.")
     scores = [float(np.mean(values)) for values in ious]
     best = int(np.argmax(scores))
-    record = {"metric": "single_point_miou", "thresholds": candidates, "scores": [round(v, 4) for v in scores],
-              "chosen_threshold": candidates[best], "instances": len(ious[0])}
+    record = {"metric": "single_point_miou", "grid": grid, "instances": len(ious[0]), "chosen": combos[best],
+              "chosen_score": round(scores[best], 4),
+              "candidates": [{**combo, "score": round(score, 4)} for combo, score in zip(combos, scores)]}
     return configs[best], record
 
 

@@ -14,11 +14,12 @@ from ``--work``; re-running with the same ``--work`` continues where it stopped)
              loss (``train.instance_loss``: variance, pixel separation with w = 30/√|inst| (the
              value upstream's comment gives for SD2; 10 separated instances too weakly here),
              mean separation);
-4. prompts   the point-prompt threshold that maximises single-point mIoU on ``validation_scenes``
-             scenes of ``validation_seed`` (not this run's training seed, never the held-out one),
-             among ``prompt_thresholds``, written as ``prompt_config.json``
-             (``instance.prompt_defaults``: the checkpoint's own prompt defaults; its maps are
-             less flat than the published models', for which the published threshold 3 was set);
+4. prompts   the point-prompt parameters (threshold × the refinement's colour sigma, the grid
+             ``prompt_thresholds`` × ``prompt_colour_sigmas``) that maximise single-point mIoU on
+             ``validation_scenes`` scenes of ``validation_seed`` (not this run's training seed,
+             never the held-out one), written as ``prompt_config.json``
+             (``instance.prompt_defaults``: the checkpoint's own prompt defaults; the published
+             values were set for the published models' maps, not for this one's);
 5. save      ``save_mae`` (the layout ``load_gen2seg`` reads) + ``training_config.json`` +
              ``training_summary.json`` (steps, seconds, CPU, losses, the prompt selection).
 
@@ -99,7 +100,8 @@ class Gen2SegDemoConfig:
     checkpoint_every: int = 50
     validation_seed: int = 1
     validation_scenes: int = 40
-    prompt_thresholds: tuple[float, ...] = (3, 6, 10, 15, 20)
+    prompt_thresholds: tuple[float, ...] = (3, 6, 10, 15)
+    prompt_colour_sigmas: tuple[float, ...] = (2.5, 5, 10, 25, 75)
     threads: int = 1  # 1 thread: on a shared 2-core CPU, 2 OpenMP threads ran 3-5x slower per step
 
     def __post_init__(self) -> None:
@@ -108,8 +110,8 @@ class Gen2SegDemoConfig:
         if self.validation_seed == self.seed or self.validation_seed not in TRAIN_SEEDS:
             raise ConfigError(f"validation_seed {self.validation_seed} must be a seed in {TRAIN_SEEDS} other than the "
                               f"training seed {self.seed} (the held-out seed is for the final evaluation only).")
-        if self.validation_scenes < 1 or not self.prompt_thresholds:
-            raise ConfigError("validation_scenes must be >= 1 and prompt_thresholds non-empty.")
+        if self.validation_scenes < 1 or not self.prompt_thresholds or not self.prompt_colour_sigmas:
+            raise ConfigError("validation_scenes must be >= 1, prompt_thresholds and prompt_colour_sigmas non-empty.")
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}.")
 
@@ -120,7 +122,7 @@ class Gen2SegDemoConfig:
                    intermediate=64, decoder_hidden=32, decoder_layers=1, decoder_heads=2, decoder_intermediate=64,
                    pixel_head_channels=4, pixel_head_depth=2, pretrain_steps=12, pretrain_batch=8, pretrain_lr=3e-3, finetune_steps=12, finetune_batch=4,
                    finetune_lr=3e-3, ablation_extra_steps=4, warmup_steps=2, checkpoint_every=5,
-                   validation_scenes=2, prompt_thresholds=(3, 10), threads=0)
+                   validation_scenes=2, prompt_thresholds=(3, 10), prompt_colour_sigmas=(5, 75), threads=0)
 
     @property
     def total_finetune_steps(self) -> int:
@@ -358,9 +360,9 @@ def export_partial(cfg: Gen2SegDemoConfig, out: Path, work: Path) -> dict[str, A
 
 
 def write_prompt_defaults(model: Gen2SegMAE, cfg: Gen2SegDemoConfig, out: Path) -> dict[str, Any]:
-    """Choose the prompt threshold on the validation scenes (``eval.gen2seg_demo.select_prompt_threshold``)
+    """Choose the prompt parameters on the validation scenes (``eval.gen2seg_demo.select_prompt_config``)
     and write ``out/prompt_config.json``; returns the selection record (also in the file)."""
-    from ..eval.gen2seg_demo import select_prompt_threshold
+    from ..eval.gen2seg_demo import select_prompt_config
     from ..instance.prompt_defaults import PROMPT_CONFIG_FILE, prompt_defaults_json
     from ..instance.segmenter import InstanceSegmenter
 
@@ -368,12 +370,13 @@ def write_prompt_defaults(model: Gen2SegMAE, cfg: Gen2SegDemoConfig, out: Path) 
     scenes = InstanceDataset(cfg.validation_seed, cfg.validation_scenes, cfg.image_size)
     segmenter = InstanceSegmenter.from_model(model.eval())
     with torch.inference_mode():
-        config, record = select_prompt_threshold(segmenter, scenes, cfg.prompt_thresholds)
+        config, record = select_prompt_config(segmenter, scenes, {"threshold": cfg.prompt_thresholds,
+                                                                  "bilateral_sigma_color": cfg.prompt_colour_sigmas})
     record = {**record, "seed": cfg.validation_seed, "scenes": cfg.validation_scenes,
               "seconds": round(time.time() - started, 1)}
     atomic_write_text(out / PROMPT_CONFIG_FILE, prompt_defaults_json(config, record))
-    print(f"[gen2seg_demo] prompt threshold {record['chosen_threshold']:g} (single-point mIoU "
-          f"{max(record['scores']):.3f} on {record['instances']} validation instances, seed {cfg.validation_seed})")
+    print(f"[gen2seg_demo] prompt defaults {record['chosen']} (single-point mIoU {record['chosen_score']:.3f} on "
+          f"{record['instances']} validation instances, seed {cfg.validation_seed})")
     return record
 
 
