@@ -151,3 +151,22 @@ def test_overlay_of_several_prompts_in_process(tiny_engines, tmp_path, capsys):
                  "--device", "cpu", "--out", str(out)]) == 0
     assert "overlay written" in capsys.readouterr().out
     assert np.asarray(Image.open(out)).shape == (192, 256, 3)
+
+
+def test_an_empty_mask_is_reported_as_nothing_found(tiny_engines, monkeypatch, capsys):
+    from genmask_sdk.segmenter import Segmenter
+
+    real = Segmenter.predict
+
+    def emptied(self, *args, **kwargs):  # the model found nothing: every mask empty, score 0
+        import dataclasses
+
+        return [dataclasses.replace(r, mask=np.zeros_like(r.mask), score=0.0) for r in real(self, *args, **kwargs)]
+
+    monkeypatch.setattr(Segmenter, "predict", emptied)
+    image = str(example_image_path())
+    assert main(["segment", image, "the cup", "--engines", str(tiny_engines[0])]) == 0
+    assert "'the cup': nothing found (empty mask)" in capsys.readouterr().out
+    assert main(["segment", image, "the cup", "--engines", str(tiny_engines[0]), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["found"] is False and result["area"] == 0 and result["score"] == 0.0

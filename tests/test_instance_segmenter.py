@@ -427,7 +427,9 @@ def test_results_stay_backward_compatible():
     assert list(Timings({"prompt": 2.0}, stages=INSTANCE_STAGES)) == list(INSTANCE_STAGES)
     mask = np.zeros((4, 5), dtype=bool)
     result = MaskResult(mask=mask, logits=np.zeros((4, 5), np.float32), score=0.0, prompt="x", timings=Timings({}))
-    assert set(result.to_dict()) == {"prompt", "phrase", "score", "area", "size", "rle", "timings"}
+    # keys are only ever added ("found" came later), never renamed or removed
+    assert set(result.to_dict()) == {"prompt", "phrase", "found", "score", "area", "size", "rle", "timings"}
+    assert result.found is False and result.to_dict()["found"] is False
     assert result.phrase == "x" and result.points is None and "prompt='x'" in repr(result)
 
 

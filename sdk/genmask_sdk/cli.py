@@ -179,6 +179,9 @@ def _segment(args: argparse.Namespace) -> int:
     for result in results:
         share = 100.0 * result.area / (height * width)
         named = f" -> {result.phrase!r}" if result.phrase != result.prompt else ""
+        if not result.found:
+            print(f"{result.prompt!r}{named}: nothing found (empty mask)")
+            continue
         print(f"{result.prompt!r}{named}: area {result.area} px ({share:.1f}% of {width}x{height}), score {result.score:.3f}")
     print(f"timings ({len(results)} prompt(s), one call): {results[0].timings}")
     if args.out:
@@ -258,6 +261,9 @@ def _segment_instances(args: argparse.Namespace, target: tuple[Path, str] | None
             what = "points " + " ".join(f"({x:g}, {y:g}){'+' if label else '-'}"
                                          for (x, y), label in zip(result.points, result.labels))
             extra = ""
+        if not result.found:
+            print(f"{what}: nothing found (empty mask)")
+            continue
         print(f"{what}: area {result.area} px ({share:.1f}% of {width}x{height}), score {result.score:.3f}{extra}")
     if args.everything:
         print(f"{len(results)} object(s) found")

@@ -110,6 +110,12 @@ class MaskResult:
         return int(np.count_nonzero(self.mask))
 
     @property
+    def found(self) -> bool:
+        """False when the mask is empty: the model found nothing for this prompt (``score`` is then
+        0.0). Check it before using the mask; ``genmask segment`` prints "nothing found"."""
+        return bool(self.mask.any())
+
+    @property
     def size(self) -> tuple[int, int]:
         """(H, W) of the original image."""
         return tuple(self.mask.shape)  # type: ignore[return-value]
@@ -121,9 +127,10 @@ class MaskResult:
         return encode_rle(self.mask)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: prompt, phrase, score, area, size, RLE and timings (and, when set, points,
-        labels and stability)."""
-        data = {"prompt": self.prompt, "phrase": self.phrase, "score": round(self.score, 6), "area": self.area,
+        """JSON-ready: prompt, phrase, found, score, area, size, RLE and timings (and, when set,
+        points, labels and stability)."""
+        data = {"prompt": self.prompt, "phrase": self.phrase, "found": self.found, "score": round(self.score, 6),
+                "area": self.area,
                 "size": list(self.size), "rle": self.to_rle(), "timings": self.timings.to_dict()}
         if self.points is not None:
             data["points"] = [[_number(x), _number(y)] for x, y in self.points]
