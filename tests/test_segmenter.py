@@ -430,3 +430,20 @@ def test_cuda_tensor_input_matches_cpu(tiny_model, image):
         frame = torch.from_numpy(image).cuda().permute(2, 0, 1).float() / 255.0
         result = cuda_seg.predict(frame, EXAMPLE_PROMPT)
     _same(cpu, result, atol=1e-3)
+
+
+@requires_demo
+def test_torch_bf16_autocast_matches_fp32_and_says_so():
+    from genmask_sdk.errors import ConfigError
+    from genmask_sdk.examples import EXAMPLE_PROMPT, example_image_path
+    from genmask_sdk.metrics import mask_iou
+
+    with Segmenter.from_pretrained("demo") as fp32, Segmenter.from_pretrained("demo", dtype="bf16") as bf16:
+        assert fp32.describe()["precision"] == "fp32"
+        assert bf16.describe()["precision"] == "bf16-autocast" and bf16.describe()["backend"] == "torch"
+        reference = fp32.predict(example_image_path(), EXAMPLE_PROMPT)
+        ours = bf16.predict(example_image_path(), EXAMPLE_PROMPT)
+    assert ours.logits.dtype == np.float32 and ours.found
+    assert mask_iou(ours.mask, reference.mask) >= 0.95, mask_iou(ours.mask, reference.mask)
+    with pytest.raises(ConfigError, match="dtype must be one of"):
+        Segmenter.from_pretrained("demo", dtype="fp16")

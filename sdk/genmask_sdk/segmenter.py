@@ -40,7 +40,7 @@ from . import __version__
 from .backend_select import Opened, open_engines, resolve_device
 from .embedders.validation import check_targets
 from .engine_dir import describe_manifest, manifest_config, open_manifest
-from .errors import ArtifactMismatchError, InputTypeError, InvalidInputError, InvalidStateError
+from .errors import ArtifactMismatchError, ConfigError, InputTypeError, InvalidInputError, InvalidStateError
 from .results import MaskResult, Timings
 from .runtime.imaging import Letterbox, load_image, to_engine_pixels, to_original_logits, to_pil
 from .runtime.base import host_array as _host
@@ -81,25 +81,33 @@ class Segmenter:
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = "demo", device: str = "cpu") -> "Segmenter":
-        """PyTorch reference backend (fp32) from ``"demo"`` or a checkpoint directory."""
+    def from_pretrained(cls, name_or_path: str | os.PathLike = "demo", device: str = "cpu",
+                        dtype: str = "fp32") -> "Segmenter":
+        """PyTorch reference backend from ``"demo"`` or a checkpoint directory; ``dtype`` ``"fp32"``
+        or ``"bf16"`` (``torch.autocast``: the peer to compare engines with on a bf16-capable CPU)."""
         _refuse_gen2seg(name_or_path)
+        from .backends import TORCH_DTYPES
         from .model.genmask import GenMaskModel
 
+        if dtype not in TORCH_DTYPES:  # before loading anything
+            raise ConfigError(f"dtype must be one of {sorted(TORCH_DTYPES)} for the PyTorch reference, got {dtype!r}.")
         resolved, _ = resolve_device(device)
         model = GenMaskModel.from_pretrained(name_or_path, device=str(resolved))
         source = {"kind": "checkpoint", "path": str(getattr(model, "checkpoint_dir", name_or_path))}
-        return cls.from_model(model, source=source)
+        return cls.from_model(model, source=source, dtype=dtype)
 
     @classmethod
-    def from_model(cls, model, source: dict[str, Any] | None = None) -> "Segmenter":
-        """Wrap an in-memory ``GenMaskModel`` (PyTorch backend, its device, fp32)."""
+    def from_model(cls, model, source: dict[str, Any] | None = None, dtype: str = "fp32") -> "Segmenter":
+        """Wrap an in-memory ``GenMaskModel`` (PyTorch backend, its device; ``dtype`` as
+        ``from_pretrained``; ``describe()["precision"]`` is ``"fp32"`` or ``"bf16-autocast"``)."""
         from .backends import TorchPipeline
 
-        info = {"backend": "torch", "precision": "fp32", "provider": None, "fallbacks": [], "files": {},
+        pipeline = TorchPipeline(model, dtype)
+        info = {"backend": "torch", "precision": "fp32" if dtype == "fp32" else f"{dtype}-autocast", "provider": None,
+                "fallbacks": [], "files": {},
                 "source": source or {"kind": "model", "path": None}, "max_batch": DEFAULT_MAX_BATCH,
                 "max_prompt_tokens": model.config.embedder.max_prompt_tokens, "manifest": None}
-        return cls(TorchPipeline(model), model.embedder, model.config, info)
+        return cls(pipeline, model.embedder, model.config, info)
 
     @classmethod
     def from_engines(cls, directory: str | os.PathLike, backend: str = "auto", precision: str = "fp32",
