@@ -131,7 +131,7 @@ def test_latency_dit_only_quick(tiny_engines, tmp_path, restore_threads):
     engines, checkpoint = tiny_engines
     out = tmp_path / "results"
     argv = ["--model", str(checkpoint), "--mode", "dit-only", "--engines", str(engines), "--quick", "--threads", "1",
-            "--backends", "torch-eager,ort-cpu-fp32,ort-cpu-int8-dynamic", "--batch-sizes", "1", "2",
+            "--backends", "torch-eager,torch-bf16,ort-cpu-fp32,ort-cpu-int8-dynamic", "--batch-sizes", "1", "2",
             "--work-dir", str(tmp_path / "work"), "--out-dir", str(out), "--name", "dit", "--no-progress"]
     assert _script("latency").main(argv) == 0
     data = _check_files(out, "dit")
@@ -142,6 +142,8 @@ def test_latency_dit_only_quick(tiny_engines, tmp_path, restore_threads):
         assert list(entry["stages"]) == ["dit"]
         for row in entry["stages"]["dit"]:
             _check_latency_row(row, entry["target"] == "torch-eager")
+    bf16 = next(e for e in res["targets"] if e["target"] == "torch-bf16")  # the peer users try first on a CPU
+    assert bf16["details"]["autocast"] == "bfloat16" and bf16["fidelity"]["dit_cosine"] > 0.99
     dynamic = next(e for e in res["targets"] if e["target"] == "ort-cpu-int8-dynamic")
     assert "quantize_dynamic" in res["artifacts"]["methods"]["int8-dynamic"]["method"]
     assert dynamic["fidelity"]["dit_cosine"] > 0.9

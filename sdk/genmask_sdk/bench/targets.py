@@ -53,7 +53,7 @@ class TargetSpec:
     name: str
     family: str  # "torch" | "onnxruntime" | "tensorrt"
     precision: str  # "fp32" | "fp16" | "int8" | "fp8" | "int8-dynamic"
-    variant: str | None  # torch: "eager" | "compile"; onnxruntime: provider "cpu" | "cuda"
+    variant: str | None  # torch: "eager" | "compile" | "bf16-autocast"; onnxruntime: provider "cpu" | "cuda"
     label: str
 
     @property
@@ -68,6 +68,8 @@ class TargetSpec:
 _SPECS = [
     TargetSpec("torch-eager", "torch", "fp32", "eager", "PyTorch eager fp32 (reference)"),
     TargetSpec("torch-compile", "torch", "fp32", "compile", "PyTorch torch.compile (inductor) fp32"),
+    TargetSpec("torch-bf16", "torch", "bf16", "bf16-autocast",
+               "PyTorch eager bf16 autocast (Segmenter.from_pretrained(dtype='bf16'))"),
     TargetSpec("ort-cpu-fp32", "onnxruntime", "fp32", "cpu", "ONNX Runtime CPU fp32"),
     TargetSpec("ort-cpu-fp16", "onnxruntime", "fp16", "cpu", "ONNX Runtime CPU fp16 graph"),
     TargetSpec("ort-cpu-int8", "onnxruntime", "int8", "cpu", "ONNX Runtime CPU int8 (static Q/DQ engine graph)"),
@@ -322,10 +324,12 @@ def open_target(spec: TargetSpec, artifacts: Artifacts, *, model, device: torch.
     if spec.family == "torch":
         if model is None:
             raise TargetUnavailable("the PyTorch model was released before this target (internal ordering)")
-        if spec.variant == "eager":
-            from ..backends import TorchPipeline
+        if spec.variant in ("eager", "bf16-autocast"):
+            from ..backends import TorchPipeline  # the pipeline Segmenter.from_pretrained(dtype=...) runs
 
-            return OpenedTarget(spec, TorchPipeline(model), model.device, {"weights": "float32"})
+            dtype = "fp32" if spec.variant == "eager" else "bf16"
+            return OpenedTarget(spec, TorchPipeline(model, dtype), model.device,
+                                {"weights": "float32", "autocast": None if dtype == "fp32" else "bfloat16"})
         return OpenedTarget(spec, CompiledTorchPipeline(model, stages), model.device,
                             {"compile": "torch.compile(dynamic=False), inductor, default mode"})
     on_cuda = spec.needs_cuda
