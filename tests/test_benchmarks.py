@@ -131,19 +131,28 @@ def test_latency_dit_only_quick(tiny_engines, tmp_path, restore_threads):
     engines, checkpoint = tiny_engines
     out = tmp_path / "results"
     argv = ["--model", str(checkpoint), "--mode", "dit-only", "--engines", str(engines), "--quick", "--threads", "1",
-            "--backends", "torch-eager,torch-bf16,ort-cpu-fp32,ort-cpu-int8-dynamic", "--batch-sizes", "1", "2",
+            "--backends", "torch-eager,torch-bf16,ort-cpu-fp32,ort-cpu-int8-dynamic,ov-cpu-fp32,ov-cpu-fp32-bf16",
+            "--batch-sizes", "1", "2",
             "--work-dir", str(tmp_path / "work"), "--out-dir", str(out), "--name", "dit", "--no-progress"]
     assert _script("latency").main(argv) == 0
     data = _check_files(out, "dit")
     (res,) = data["resolutions"]
     assert res["mode"] == "dit-only"
+    openvino_missing = importlib.util.find_spec("openvino") is None
     for entry in res["targets"]:
+        if entry["target"].startswith("ov-") and openvino_missing:
+            assert entry["status"] == "skipped" and "openvino" in entry["reason"]
+            continue
         assert entry["status"] == "ok", entry["reason"]
         assert list(entry["stages"]) == ["dit"]
         for row in entry["stages"]["dit"]:
             _check_latency_row(row, entry["target"] == "torch-eager")
     bf16 = next(e for e in res["targets"] if e["target"] == "torch-bf16")  # the peer users try first on a CPU
     assert bf16["details"]["autocast"] == "bfloat16" and bf16["fidelity"]["dit_cosine"] > 0.99
+    if not openvino_missing:  # OpenVINO on the same fp32 DiT graph: f32 exact, bf16 close
+        by_name = {e["target"]: e for e in res["targets"]}
+        assert by_name["ov-cpu-fp32"]["fidelity"]["dit_cosine"] > 0.9999
+        assert by_name["ov-cpu-fp32-bf16"]["fidelity"]["dit_cosine"] > 0.99
     dynamic = next(e for e in res["targets"] if e["target"] == "ort-cpu-int8-dynamic")
     assert "quantize_dynamic" in res["artifacts"]["methods"]["int8-dynamic"]["method"]
     assert dynamic["fidelity"]["dit_cosine"] > 0.9

@@ -19,7 +19,7 @@ from .runtime.devices import Device, resolve_device  # noqa: F401  (resolve_devi
 
 logger = logging.getLogger("genmask_sdk.segmenter")
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
 ORT_PROVIDERS = ("cpu", "cuda", "tensorrt")
 #: What ``backend="auto"`` tries, fastest first: (backend, onnxruntime provider, needs a GPU).
 AUTO_ORDER = (("tensorrt", None, True), ("onnxruntime", "cuda", True), ("onnxruntime", "cpu", False),
@@ -36,14 +36,16 @@ class Opened:
     artifacts: dict[str, dict[str, Any]]
     fallbacks: list[dict[str, str]] = field(default_factory=list)
     model: Any = None  # the GenMaskModel of the torch backend
+    runtime_options: dict[str, Any] | None = None  # openvino: the precision hint asked for and obtained per stage
 
 
 def open_engines(manifest, config, backend: str, precision: str, device: Device,
-                 ort_provider: str | None, verify: bool = True) -> Opened:
+                 ort_provider: str | None, verify: bool = True, openvino_hint: str | None = "f32") -> Opened:
     """Load the requested backend, or for ``auto`` the first in ``AUTO_ORDER`` that works.
 
     ``manifest`` is the exporter's ``Manifest``; ``verify`` also checks the checkpoint's sha256
-    when the torch backend loads it."""
+    when the torch backend loads it. ``openvino_hint``: OpenVINO's inference precision for
+    ``backend="openvino"`` (``runtime.openvino_runner``; never chosen by ``auto``)."""
     directory = manifest.directory
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}.")
@@ -61,6 +63,8 @@ def open_engines(manifest, config, backend: str, precision: str, device: Device,
         if backend == "onnxruntime" and provider == "cpu" and device.type == "cuda":
             raise ConfigError(f"ort_provider='cpu' runs the graphs on the CPU but device={str(device)!r}; "
                               "pass device='cpu' (or ort_provider='cuda').")
+        if backend == "openvino":
+            return _open_openvino(manifest, config, precision, device, openvino_hint)
         return _open(manifest, config, backend, provider, precision, device, verify)
     skipped: list[dict[str, str]] = []
     for name, provider, needs_gpu in AUTO_ORDER:
@@ -123,6 +127,34 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
         pipeline.close()
         raise
     return Opened(pipeline, backend, provider if backend == "onnxruntime" else None, artifacts)
+
+
+def _open_openvino(manifest, config, precision: str, device: Device, hint: str | None) -> Opened:
+    """The ``precision`` set's ONNX graphs compiled by OpenVINO for the CPU (host numpy in and out)."""
+    if device.type != "cpu":
+        raise BackendUnavailableError(f"backend='openvino' runs here on the CPU, but device={str(device)!r}; pass "
+                                      "device='cpu' (OpenVINO's Intel GPU / NPU devices are not wired up yet).")
+    from .runtime.openvino_runner import OpenVinoRunner, import_openvino
+    from .runtime.pipeline import RunnerPipeline
+
+    import_openvino()  # BackendUnavailableError with install instructions when missing
+    try:
+        artifacts = select_artifacts(manifest, "onnx", precision)
+    except LookupError as exc:
+        raise BackendUnavailableError(f"backend='openvino' precision={precision!r} is not available: {exc.args[0]}") \
+            from None
+    runners = load_all_runners({stage: OpenVinoRunner(manifest.directory / a["file"], device="CPU", precision_hint=hint)
+                                for stage, a in artifacts.items()})
+    pipeline = RunnerPipeline("openvino", runners, Device("cpu"), host_io=True)
+    try:
+        pipeline.check_graphs(config.resolution, config.embedder.hidden_size)
+        pipeline.check_records(artifacts)
+    except Exception:
+        pipeline.close()
+        raise
+    options = {"precision_hint": hint,
+               "inference_precision": {stage: r.inference_precision for stage, r in runners.items()}}
+    return Opened(pipeline, "openvino", None, artifacts, runtime_options=options)
 
 
 def _load_tensorrt(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], device: Device) -> tuple[dict, Any]:

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="gen2seg: find every object (a grid of point prompts, de-duplicated)")
     seg.add_argument("--grid", type=int, default=None, metavar="N",
                      help="with --everything: N x N grid points (default 16)")
-    seg.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "torch"],
+    seg.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "openvino", "torch"],
                      help="with --engines (default: auto, the fastest available)")
     seg.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="with --engines")
     seg.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")

@@ -112,20 +112,26 @@ class Segmenter:
     @classmethod
     def from_engines(cls, directory: str | os.PathLike, backend: str = "auto", precision: str = "fp32",
                      device: str | None = None, *, ort_provider: str | None = None,
-                     verify: bool = True) -> "Segmenter":
+                     openvino_hint: str | None = "f32", verify: bool = True) -> "Segmenter":
         """Open an engines directory written by ``genmask build``.
 
         Args:
             backend: ``"auto"`` (fastest that works: TensorRT plans on a GPU > ONNX Runtime CUDA
                 EP > ONNX Runtime CPU > PyTorch checkpoint; the choice is logged and in
-                ``describe()``), or ``"tensorrt"`` / ``"onnxruntime"`` / ``"torch"``, which are
-                used or refused with BackendUnavailableError (never replaced).
+                ``describe()``), or ``"tensorrt"`` / ``"onnxruntime"`` / ``"openvino"`` / ``"torch"``,
+                which are used or refused with BackendUnavailableError (never replaced).
+                ``"openvino"`` (CPU, ``pip install 'genmask-sdk[openvino]'``) compiles the set's
+                ONNX graphs with OpenVINO; ``auto`` never picks it.
             precision: ``"fp32"``, ``"fp16"``, ``"int8"`` or ``"fp8"``: a set of the manifest (fp8 runs fast on
                 FP8 GPUs; ONNX Runtime on a CPU emulates its Q/DQ).
             device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None`` = the first GPU when one is
                 visible (``runtime.devices``), else the CPU.
             ort_provider: for ``backend="onnxruntime"``: ``"cpu"``, ``"cuda"`` or ``"tensorrt"``
                 (TensorRT EP; builds its engines on first load). Default follows ``device``.
+            openvino_hint: for ``backend="openvino"``: its inference precision, ``"f32"`` (the
+                set's own precision, the default), ``"bf16"`` (faster on CPUs with AVX-512-BF16 /
+                AMX; less exact) or None (OpenVINO's default for the CPU, bf16 where it has it).
+                ``describe()["runtime_options"]`` reports what each stage computes in.
             verify: check every artefact's sha256 against the manifest before loading.
         """
         from .embedders import load_embedder
@@ -135,7 +141,8 @@ class Segmenter:
         manifest = open_manifest(directory, verify=verify)
         config = manifest_config(manifest)
         resolved, device_note = resolve_device(device)
-        opened: Opened = open_engines(manifest, config, backend, precision, resolved, ort_provider, verify)
+        opened: Opened = open_engines(manifest, config, backend, precision, resolved, ort_provider, verify,
+                                      openvino_hint=openvino_hint)
         fallbacks = ([{"option": "device", "reason": device_note}] if device_note else []) + opened.fallbacks
         if opened.model is not None:
             embedder = opened.model.embedder
@@ -154,7 +161,7 @@ class Segmenter:
                 "fallbacks": fallbacks, "files": files, "source": {"kind": "engines", "path": str(directory)},
                 "max_batch": data.get("max_batch"),
                 "max_prompt_tokens": data.get("max_prompt_tokens") or config.embedder.max_prompt_tokens,
-                "manifest": describe_manifest(data)}
+                "manifest": describe_manifest(data), "runtime_options": opened.runtime_options}
         logger.info("Segmenter: %s %s on %s from %s", opened.backend, precision, resolved, directory)
         return cls(opened.pipeline, embedder, config, info)
 
@@ -302,6 +309,10 @@ class Segmenter:
             from .runtime.trt_api import import_tensorrt
 
             versions["tensorrt"] = import_tensorrt().__version__
+        if info["backend"] == "openvino":
+            from .runtime.openvino_runner import import_openvino
+
+            versions["openvino"] = import_openvino().__version__
         if info.get("manifest"):
             versions["engines_sdk_version"] = info["manifest"].get("sdk_version")
             versions["manifest_format_version"] = info["manifest"].get("format_version")
@@ -316,7 +327,7 @@ class Segmenter:
                          "image_tokens": spec.image_tokens,
                          "can_reason": bool(getattr(self._embedder, "can_generate", False))},
             "fallbacks": list(info["fallbacks"]) + list(getattr(self._pipeline, "notes", [])),
-            "manifest": info.get("manifest"),
+            "manifest": info.get("manifest"), "runtime_options": info.get("runtime_options"),
             "thread_safety": "one lock per Segmenter: calls run one at a time",
             "closed": self._closed,
         }

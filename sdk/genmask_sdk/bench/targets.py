@@ -51,9 +51,10 @@ class TargetSpec:
     """One backend/precision combination a benchmark can run."""
 
     name: str
-    family: str  # "torch" | "onnxruntime" | "tensorrt"
+    family: str  # "torch" | "onnxruntime" | "openvino" | "tensorrt"
     precision: str  # "fp32" | "fp16" | "int8" | "fp8" | "int8-dynamic"
-    variant: str | None  # torch: "eager" | "compile" | "bf16-autocast"; onnxruntime: provider "cpu" | "cuda"
+    variant: str | None  # torch: "eager" | "compile" | "bf16-autocast"; onnxruntime: provider "cpu" | "cuda";
+    #                      openvino: inference precision hint "f32" | "bf16" (OpenVinoRunner)
     label: str
 
     @property
@@ -76,6 +77,9 @@ _SPECS = [
     TargetSpec("ort-cpu-fp8", "onnxruntime", "fp8", "cpu", "ONNX Runtime CPU fp8 Q/DQ graph (emulated: no fp8 GEMM)"),
     TargetSpec("ort-cpu-int8-dynamic", "onnxruntime", "int8-dynamic", "cpu",
                "ONNX Runtime CPU int8 quantize_dynamic (MatMul-only, QInt8 weights)"),
+    TargetSpec("ov-cpu-fp32", "openvino", "fp32", "f32", "OpenVINO CPU, fp32 set, f32 inference"),
+    TargetSpec("ov-cpu-fp32-bf16", "openvino", "fp32", "bf16", "OpenVINO CPU, fp32 set, bf16 inference hint"),
+    TargetSpec("ov-cpu-int8", "openvino", "int8", "f32", "OpenVINO CPU, int8 Q/DQ set (its int8 path)"),
     TargetSpec("ort-cuda-fp32", "onnxruntime", "fp32", "cuda", "ONNX Runtime CUDA EP fp32"),
     TargetSpec("ort-cuda-fp16", "onnxruntime", "fp16", "cuda", "ONNX Runtime CUDA EP fp16 graph"),
     TargetSpec("ort-cuda-int8", "onnxruntime", "int8", "cuda", "ONNX Runtime CUDA EP int8 (static Q/DQ graph)"),
@@ -303,6 +307,11 @@ def unavailable_reason(spec: TargetSpec, device: torch.device) -> str | None:
         if provider not in onnxruntime.get_available_providers():
             return (f"this onnxruntime {onnxruntime.__version__} has no {provider} (has "
                     f"{onnxruntime.get_available_providers()}); pip install onnxruntime-gpu on a CUDA machine")
+    if spec.family == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError as exc:
+            return f"OpenVINO is not installed ({exc}); pip install 'genmask-sdk[openvino]'"
     if spec.family == "tensorrt":
         from ..export.tensorrt_build import tensorrt_available
 
@@ -338,7 +347,13 @@ def open_target(spec: TargetSpec, artifacts: Artifacts, *, model, device: torch.
         files = {"dit": _dit_only_plan(artifacts, spec.precision, max_batch, max_prompt_tokens, log)}
     else:
         files = _stage_files(spec, artifacts, stages)
-    if spec.family == "onnxruntime":
+    if spec.family == "openvino":  # the runner Segmenter.from_engines(backend="openvino") uses
+        from ..runtime.openvino_runner import OpenVinoRunner
+
+        runners = {stage: OpenVinoRunner(path, precision_hint=spec.variant, threads=threads or None)
+                   for stage, path in files.items()}
+        owned = []
+    elif spec.family == "onnxruntime":
         from ..runtime.onnxruntime_runner import OnnxRuntimeRunner
 
         index = target_device.index or 0

@@ -92,11 +92,11 @@ class GenMaskModel(nn.Module):
         ``EMBEDDERS`` (e.g. ``"qwen2.5-vl-3b"``), a hub id / path of a Qwen2.5-VL checkpoint, or
         an ``EmbedderSpec``.
         """
-        spec = _vlm_spec(vlm)
+        spec = vlm_embedder_spec(vlm)
         transformer = WanTransformer3DModel.from_pretrained(wan, subfolder="transformer")
         vae = AutoencoderKLWan.from_pretrained(wan, subfolder="vae")
-        transformer = _with_text_width(transformer, spec.hidden_size)
-        config = GenMaskConfig(transformer=dict(_init_kwargs(transformer)), vae=dict(_init_kwargs(vae)),
+        transformer = with_text_width(transformer, spec.hidden_size)
+        config = GenMaskConfig(transformer=dict(transformer_init_kwargs(transformer)), vae=dict(transformer_init_kwargs(vae)),
                                embedder=spec, resolution=resolution, name=f"from:{wan}", **overrides)
         head = LinearProbeHead(config.vae.get("z_dim", 16), 8)
         return cls(config, transformer, vae, head).to(device)
@@ -212,7 +212,9 @@ def _replace_directory(staging: Path, target: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def _vlm_spec(vlm: str | EmbedderSpec) -> EmbedderSpec:
+def vlm_embedder_spec(vlm: str | EmbedderSpec) -> EmbedderSpec:
+    """The ``EmbedderSpec`` of ``vlm``: a spec as is, a key of ``config.EMBEDDERS``, or a Qwen2.5-VL
+    hub id / directory (its text width read from the config)."""
     if isinstance(vlm, EmbedderSpec):
         return vlm
     if vlm in EMBEDDERS:
@@ -223,7 +225,7 @@ def _vlm_spec(vlm: str | EmbedderSpec) -> EmbedderSpec:
     return qwen_spec(str(vlm), read_text_hidden_size(str(vlm)))
 
 
-def _with_text_width(transformer: WanTransformer3DModel, width: int) -> WanTransformer3DModel:
+def with_text_width(transformer: WanTransformer3DModel, width: int) -> WanTransformer3DModel:
     """Replace the text projection's first Linear by a freshly initialised one taking ``width`` inputs."""
     projection = transformer.condition_embedder.text_embedder
     old = projection.linear_1
@@ -233,7 +235,7 @@ def _with_text_width(transformer: WanTransformer3DModel, width: int) -> WanTrans
     return transformer
 
 
-def _init_kwargs(module) -> dict[str, Any]:
+def transformer_init_kwargs(module) -> dict[str, Any]:
     """A diffusers model's constructor kwargs (its config without the bookkeeping keys)."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in module.config.items() if not k.startswith("_")}
 

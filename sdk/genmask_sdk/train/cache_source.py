@@ -90,7 +90,7 @@ def _from_checkpoint(checkpoint: str, resolution: int | None) -> FrozenSource:
 
 
 def _from_backbones(vae: str, embedder: str, resolution: int) -> FrozenSource:
-    from ..model.genmask import _vlm_spec
+    from ..model.genmask import vlm_embedder_spec
 
     root = Path(vae).expanduser()
     if not root.is_dir():
@@ -99,7 +99,7 @@ def _from_backbones(vae: str, embedder: str, resolution: int) -> FrozenSource:
     if not (vae_dir / "config.json").is_file():
         raise ArtifactNotFoundError(f"no VAE in {root}: expected {root}/vae/config.json (a Wan2.1 diffusers "
                                     "checkpoint) or config.json of an AutoencoderKLWan.")
-    return FrozenSource(f"vae:{vae}", vae_dir, _vlm_spec(embedder), _check_resolution(resolution))
+    return FrozenSource(f"vae:{vae}", vae_dir, vlm_embedder_spec(embedder), _check_resolution(resolution))
 
 
 def _download_vae(repo_id: str) -> Path:

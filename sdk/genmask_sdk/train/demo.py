@@ -140,7 +140,7 @@ def _context(cache: dict, text_index: torch.Tensor) -> tuple[torch.Tensor, torch
     return states, mask
 
 
-def _with_cfg_dropout(states, mask, null, drop):
+def with_cfg_dropout(states, mask, null, drop):
     """Replace rows where ``drop`` is True by the empty instruction's states."""
     if not bool(drop.any()):
         return states, mask
@@ -179,7 +179,7 @@ def generation_loss(model, cache, batch, cfg, generator) -> torch.Tensor:
     noise = torch.randn(x0.shape, generator=generator)
     states, mask = _context(cache, cache["caption_of"][pick])
     drop = torch.rand(batch, generator=generator) < cfg.cfg_dropout
-    states, mask = _with_cfg_dropout(states, mask, cache["null_states"], drop)
+    states, mask = with_cfg_dropout(states, mask, cache["null_states"], drop)
     velocity = wan_velocity(model.transformer, add_noise(x0, noise, t)[:, :, None], 1000.0 * t[:, None], states, mask)
     return flow_matching_loss(velocity[:, :, 0], x0, noise)
 

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from .cache_reader import CachedBatch
-from .demo import _with_cfg_dropout
+from .demo import with_cfg_dropout
 from .losses import add_noise
 from .timesteps import generation_timesteps, segmentation_timesteps
 
@@ -77,7 +77,7 @@ def generation_inputs(batch: CachedBatch, null_states: torch.Tensor, cfg_dropout
     t = generation_timesteps(x0.shape[0], generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     drop = torch.rand(x0.shape[0], generator=generator) < cfg_dropout
-    states, mask = _with_cfg_dropout(batch.states, batch.mask, null_states, drop)
+    states, mask = with_cfg_dropout(batch.states, batch.mask, null_states, drop)
     return (add_noise(x0, noise, t)[:, :, None], 1000.0 * t[:, None], states, mask), (x0, noise)
 
 

@@ -126,7 +126,7 @@ def build_transformer(config: GenMaskConfig, init: str | None) -> WanTransformer
 def load_wan_transformer(wan: str, text_dim: int) -> WanTransformer3DModel:
     """``transformer/`` of a Wan2.1 diffusers checkpoint (hub id or directory), float32, with the
     text projection's first layer replaced for ``text_dim`` inputs when its width differs."""
-    from ..model.genmask import _with_text_width
+    from ..model.genmask import with_text_width
 
     try:
         transformer = WanTransformer3DModel.from_pretrained(wan, subfolder="transformer")
@@ -135,15 +135,15 @@ def load_wan_transformer(wan: str, text_dim: int) -> WanTransformer3DModel:
                           "Wan2.1 diffusers directory (with transformer/) or a hub id such as "
                           "Wan-AI/Wan2.1-T2V-1.3B-Diffusers.") from None
     if transformer.config.text_dim != text_dim:
-        transformer = _with_text_width(transformer, text_dim)
+        transformer = with_text_width(transformer, text_dim)
     return transformer.float()
 
 
 def architecture(transformer: WanTransformer3DModel) -> dict:
     """The transformer's constructor kwargs (what ``GenMaskConfig.transformer`` holds)."""
-    from ..model.genmask import _init_kwargs
+    from ..model.genmask import transformer_init_kwargs
 
-    return dict(_init_kwargs(transformer))
+    return dict(transformer_init_kwargs(transformer))
 
 
 def check_fsdp_wrapping(accelerator) -> None:
