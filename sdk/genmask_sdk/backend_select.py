@@ -120,13 +120,18 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
         runners = _load_onnxruntime(directory, artifacts, provider, device)
         on_cpu = provider == "cpu"  # (auto on a GPU host may end here: the fallback is recorded)
         pipeline = RunnerPipeline("onnxruntime", runners, Device("cpu") if on_cpu else device, host_io=on_cpu)
+    _check_or_close(pipeline, config, artifacts)
+    return Opened(pipeline, backend, provider if backend == "onnxruntime" else None, artifacts)
+
+
+def _check_or_close(pipeline, config, artifacts: Mapping[str, Mapping[str, Any]]) -> None:
+    """The loaded graphs' I/O against the config and the manifest's records; closes the pipeline on failure."""
     try:
         pipeline.check_graphs(config.resolution, config.embedder.hidden_size)
         pipeline.check_records(artifacts)
     except Exception:
         pipeline.close()
         raise
-    return Opened(pipeline, backend, provider if backend == "onnxruntime" else None, artifacts)
 
 
 def _open_openvino(manifest, config, precision: str, device: Device, hint: str | None) -> Opened:
@@ -146,12 +151,7 @@ def _open_openvino(manifest, config, precision: str, device: Device, hint: str |
     runners = load_all_runners({stage: OpenVinoRunner(manifest.directory / a["file"], device="CPU", precision_hint=hint)
                                 for stage, a in artifacts.items()})
     pipeline = RunnerPipeline("openvino", runners, Device("cpu"), host_io=True)
-    try:
-        pipeline.check_graphs(config.resolution, config.embedder.hidden_size)
-        pipeline.check_records(artifacts)
-    except Exception:
-        pipeline.close()
-        raise
+    _check_or_close(pipeline, config, artifacts)
     options = {"precision_hint": hint,
                "inference_precision": {stage: r.inference_precision for stage, r in runners.items()}}
     return Opened(pipeline, "openvino", None, artifacts, runtime_options=options)
