@@ -413,11 +413,11 @@ def test_from_engines_without_and_with_the_engines_runtime(tmp_path, monkeypatch
         InstanceSegmenter.from_engines(tmp_path)
     seen = []
     fake = types.ModuleType("genmask_sdk.runtime.gen2seg")
-    fake.open_colourizer = lambda directory, backend, precision, device: seen.append(
-        (directory, backend, precision, device)) or FlatColourizer()
+    fake.open_colourizer = lambda directory, backend, precision, device, openvino_hint: seen.append(
+        (directory, backend, precision, device, openvino_hint)) or FlatColourizer()
     monkeypatch.setitem(sys.modules, "genmask_sdk.runtime.gen2seg", fake)
     segmenter = InstanceSegmenter.from_engines(tmp_path, backend="onnxruntime", precision="fp16", device="cpu")
-    assert seen == [(tmp_path, "onnxruntime", "fp16", "cpu")]
+    assert seen == [(tmp_path, "onnxruntime", "fp16", "cpu", "f32")]
     assert segmenter.describe()["source"] == {"kind": "engines", "path": str(tmp_path)}
     assert segmenter.predict(np.zeros((H, W, 3), np.uint8), points=[INSIDE["blue"]]).area == int(regions(H, W)["blue"].sum())
 

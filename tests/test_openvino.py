@@ -118,3 +118,25 @@ def test_openvino_backend_runs_without_torch(tiny_engines):
     """)
     assert run.returncode == 0, run.stderr[-3000:]
     assert '"backend": "openvino"' in run.stdout and "LOADED []" in run.stdout
+
+
+def test_gen2seg_engines_on_openvino(tmp_path):
+    """gen2seg's engine colourizer on OpenVINO: the same colour map as ONNX Runtime (f32), the checkpoint's
+    prompt defaults kept, the hint reported."""
+    from genmask_sdk.export.gen2seg_build import build_gen2seg_engines
+    from genmask_sdk.instance.segmenter import InstanceSegmenter
+    from genmask_sdk.runtime.imaging import load_image
+
+    out = tmp_path / "g2s"
+    build_gen2seg_engines("demo-gen2seg", out, ("fp32",), check_samples=1, progress=False, log=lambda line: None)
+    image = load_image(example_image_path())
+    with InstanceSegmenter.from_engines(out, backend="onnxruntime") as reference, \
+            InstanceSegmenter.from_engines(out, backend="openvino") as ours:
+        info = ours.describe()
+        assert info["backend"] == "openvino" and info["device"] == "cpu"
+        assert info["colourizer"]["runtime_options"] == {"precision_hint": "f32", "inference_precision": {"mae": "f32"}}
+        assert info["prompt_config"] == reference.describe()["prompt_config"]
+        difference = np.abs(ours.colorize(image).astype(int) - reference.colorize(image).astype(int))
+        assert int(difference.max()) <= 1
+    with pytest.raises(ConfigError, match="precision_hint"):
+        InstanceSegmenter.from_engines(out, backend="openvino", openvino_hint="int4")

@@ -152,9 +152,11 @@ class InstanceSegmenter:
 
     @classmethod
     def from_engines(cls, directory: str | os.PathLike, backend: str = "auto", precision: str = "fp32",
-                     device: str | None = None, prompt_config: PromptConfig | None = None) -> "InstanceSegmenter":
-        """Open a gen2seg engines directory (``genmask_sdk.runtime.gen2seg.open_colourizer``; backend,
-        precision and device as ``Segmenter.from_engines``)."""
+                     device: str | None = None, prompt_config: PromptConfig | None = None, *,
+                     openvino_hint: str | None = "f32") -> "InstanceSegmenter":
+        """Open a gen2seg engines directory (``genmask_sdk.runtime.gen2seg.open_colourizer``; backend
+        (``"auto"``, ``"onnxruntime"``, ``"openvino"``, ``"tensorrt"``), precision, device and
+        ``openvino_hint`` as ``Segmenter.from_engines``)."""
         _refuse_genmask(directory)
         path = Path(directory)
         if not path.is_dir():
@@ -170,7 +172,8 @@ class InstanceSegmenter:
                 "gen2seg engines are not supported by this installation (it has no genmask_sdk.runtime.gen2seg); "
                 "use InstanceSegmenter.from_pretrained with the checkpoint (PyTorch), or upgrade genmask-sdk."
             ) from None
-        colourizer = open_colourizer(path, backend=backend, precision=precision, device=device)
+        colourizer = open_colourizer(path, backend=backend, precision=precision, device=device,
+                                     openvino_hint=openvino_hint)
         try:
             raw = getattr(colourizer, "prompt_defaults", None)
             checkpoint_prompts = None if raw is None else prompt_config_from_mapping(

@@ -47,9 +47,9 @@ STAGES: dict[str, tuple[str, ...]] = {"sd": ("vae_encoder", "unet", "vae_decoder
 #: (input name, output name) of each graph.
 GRAPH_IO: dict[str, tuple[str, str]] = {"vae_encoder": ("pixels", "latent"), "unet": ("latent", "x0"),
                                         "vae_decoder": ("x0", "image"), "mae": ("pixels", "image")}
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
-RUNTIMES = ("onnx", "tensorrt")
+RUNTIMES = ("onnx", "openvino", "tensorrt")
 
 
 # ------------------------------------------------------------------------------ host processing
@@ -143,6 +143,8 @@ class EngineColourizer:
     ``runtime``: ``"onnx"`` (ONNX Runtime, ``provider`` "cpu" or "cuda") or ``"tensorrt"`` (the
     files are plans; TensorRT runners on one CUDA stream of ``device_id``). Each stage's output is
     copied to the host (a few hundred KB of latents between SD stages), so ``timings`` are per stage.
+    ``runtime="openvino"``: the ONNX files compiled by OpenVINO on the CPU with ``openvino_hint``
+    (``runtime.openvino_runner``; the precision each graph computes in is in ``describe()``).
     ``prompt_defaults``: the manifest's ``prompt_config`` (the checkpoint's own point-prompt
     parameters, ``instance.prompt_defaults``; None when it had none), for ``InstanceSegmenter``.
     """
@@ -150,10 +152,12 @@ class EngineColourizer:
     def __init__(self, processing: Mapping[str, Any], files: Mapping[str, Path], *, provider: str = "cpu",
                  device_id: int = 0, precision: str = "fp32", records: Mapping[str, Mapping[str, Any]] | None = None,
                  directory: Path | None = None, choice: Mapping[str, Any] | None = None,
-                 runtime: str = "onnx", prompt_defaults: Mapping[str, Any] | None = None) -> None:
+                 runtime: str = "onnx", prompt_defaults: Mapping[str, Any] | None = None,
+                 openvino_hint: str | None = "f32") -> None:
         if runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
         self.runtime = runtime
+        self.openvino_hint = openvino_hint
         self.processing = dict(processing)
         self.variant = self.processing.get("variant")
         if self.variant not in STAGES:
@@ -190,6 +194,12 @@ class EngineColourizer:
             import_tensorrt()  # BackendUnavailableError with install instructions when missing
             self._stream = Stream(CudaDevice(self.device_id))
             return {stage: TensorRTRunner(path, device=f"cuda:{self.device_id}", stream=self._stream)
+                    for stage, path in self.files.items()}
+        if self.runtime == "openvino":
+            from .openvino_runner import OpenVinoRunner, import_openvino
+
+            import_openvino()  # BackendUnavailableError with install instructions when missing
+            return {stage: OpenVinoRunner(path, device="CPU", precision_hint=self.openvino_hint)
                     for stage, path in self.files.items()}
         from .onnxruntime_runner import OnnxRuntimeRunner
 
@@ -267,18 +277,25 @@ class EngineColourizer:
     def describe(self) -> dict[str, Any]:
         """What runs: family, variant, backend and provider, precision, graphs, processing, versions."""
         versions = {"genmask_sdk": __version__, "numpy": np.__version__}
+        extra: dict[str, Any] = {}
         if self.runtime == "tensorrt":
             from .trt_api import import_tensorrt
 
             versions["tensorrt"] = str(import_tensorrt().__version__)
+        elif self.runtime == "openvino":
+            from .openvino_runner import import_openvino
+
+            versions["openvino"] = import_openvino().__version__
+            extra["runtime_options"] = {"precision_hint": self.openvino_hint, "inference_precision": {
+                stage: getattr(runner, "inference_precision", None) for stage, runner in self.runners.items()}}
         else:
             import onnxruntime
 
             versions["onnxruntime"] = onnxruntime.__version__
-        on_cpu = self.runtime == "onnx" and self.provider == "cpu"
-        return {"family": FAMILY, "variant": self.variant,
-                "backend": "tensorrt" if self.runtime == "tensorrt" else "onnxruntime",
-                "provider": None if self.runtime == "tensorrt" else self.provider,
+        on_cpu = self.runtime == "openvino" or (self.runtime == "onnx" and self.provider == "cpu")
+        backend = {"tensorrt": "tensorrt", "openvino": "openvino", "onnx": "onnxruntime"}[self.runtime]
+        return {"family": FAMILY, "variant": self.variant, "backend": backend, **extra,
+                "provider": self.provider if self.runtime == "onnx" else None,
                 "device": "cpu" if on_cpu else f"cuda:{self.device_id}",
                 "precision": self.precision, "directory": str(self.directory) if self.directory else None,
                 "graphs": {stage: path.name for stage, path in self.files.items()},
@@ -302,15 +319,17 @@ class EngineColourizer:
 
 
 def open_colourizer(directory: str | Path, backend: str = "auto", precision: str = "fp32",
-                    device: Any = None) -> EngineColourizer:
+                    device: Any = None, openvino_hint: str | None = "f32") -> EngineColourizer:
     """Open the gen2seg engines in ``directory`` (manifest and every file's sha256 verified).
 
     backend: ``"onnxruntime"`` (ONNX Runtime: CPU provider, or CUDA for a CUDA ``device``),
         ``"tensorrt"`` (the set's TensorRT plans on a CUDA ``device``; BackendUnavailableError
         where TensorRT, the GPU or the plans are missing — never a silent substitute), or
         ``"auto"``: on a CUDA device TensorRT plans when the directory has them, else ONNX Runtime
-        CUDA; on the CPU ONNX Runtime CPU. ``"torch"`` raises BackendUnavailableError (load the
-        PyTorch reference with ``genmask_sdk.model.gen2seg.load_gen2seg``).
+        CUDA; on the CPU ONNX Runtime CPU. ``"openvino"``: the set's ONNX graphs compiled by
+        OpenVINO on the CPU with ``openvino_hint`` (``"f32"``, ``"bf16"``, ``"f16"`` or None =
+        OpenVINO's default); never chosen by ``auto``. ``"torch"`` raises BackendUnavailableError
+        (load the PyTorch reference with ``genmask_sdk.model.gen2seg.load_gen2seg``).
     precision: ``"fp32"``, ``"fp16"`` or ``"int8"``, a set the directory holds (else
         BackendUnavailableError).
     device: ``None`` or ``"cpu"``: the CPU; ``"cuda"`` / ``"cuda:N"``: that GPU.
@@ -335,8 +354,16 @@ def open_colourizer(directory: str | Path, backend: str = "auto", precision: str
     plans = (manifest.data["sets"][precision] or {}).get("tensorrt")
     if backend == "tensorrt" or (backend == "auto" and target.type == "cuda" and plans):
         return _open_tensorrt(manifest, precision, target, backend, device)
-    provider = "cpu" if target.type == "cpu" else "cuda"
     records = {stage: manifest.artifact(stage, precision) for stage in manifest.files(precision)}
+    if backend == "openvino":
+        if target.type != "cpu":
+            raise BackendUnavailableError(f"backend='openvino' runs on the CPU here, but the device is {str(target)!r}; "
+                                          "pass device='cpu'.")
+        return EngineColourizer(manifest.data["processing"], manifest.files(precision), precision=precision,
+                                records=records, directory=manifest.directory, runtime="openvino",
+                                choice={"backend": backend, "reason": f"OpenVINO CPU, hint {openvino_hint}"},
+                                prompt_defaults=manifest.data.get("prompt_config"), openvino_hint=openvino_hint)
+    provider = "cpu" if target.type == "cpu" else "cuda"
     skipped = "" if backend != "auto" or target.type == "cpu" else "; no TensorRT plans in the directory"
     choice = {"backend": backend, "requested_device": None if device is None else str(device),
               "reason": "ONNX Runtime " + ("CPU provider" if provider == "cpu" else "CUDA provider") + skipped
