@@ -63,9 +63,7 @@ def open_engines(manifest, config, backend: str, precision: str, device: Device,
         if backend == "onnxruntime" and provider == "cpu" and device.type == "cuda":
             raise ConfigError(f"ort_provider='cpu' runs the graphs on the CPU but device={str(device)!r}; "
                               "pass device='cpu' (or ort_provider='cuda').")
-        if backend == "openvino":
-            return _open_openvino(manifest, config, precision, device, openvino_hint)
-        return _open(manifest, config, backend, provider, precision, device, verify)
+        return _open(manifest, config, backend, provider, precision, device, verify, openvino_hint)
     skipped: list[dict[str, str]] = []
     for name, provider, needs_gpu in AUTO_ORDER:
         label = name + (f"[{provider}]" if provider else "")
@@ -87,7 +85,7 @@ def open_engines(manifest, config, backend: str, precision: str, device: Device,
 
 
 def _open(manifest, config, backend: str, provider: str | None, precision: str, device: Device,
-          verify: bool) -> Opened:
+          verify: bool, openvino_hint: str | None = "f32") -> Opened:
     directory = manifest.directory
     if backend == "torch":
         return _open_torch(manifest, config, precision, device, verify)
@@ -96,6 +94,9 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
             f"backend='tensorrt' runs on a CUDA GPU, but the device is {str(device)!r}; pass device='cuda' on a "
             "GPU machine, or use backend='onnxruntime' on the CPU."
         )
+    if backend == "openvino" and device.type != "cpu":
+        raise BackendUnavailableError(f"backend='openvino' runs here on the CPU, but device={str(device)!r}; pass "
+                                      "device='cpu' (OpenVINO's Intel GPU / NPU devices are not wired up yet).")
     runtime = "tensorrt" if backend == "tensorrt" else "onnx"
     try:
         artifacts = select_artifacts(manifest, runtime, precision)
@@ -108,9 +109,15 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
         ) from None
     from .runtime.pipeline import RunnerPipeline
 
+    options = None
     if backend == "tensorrt":
         runners, stream = _load_tensorrt(directory, artifacts, device)
         pipeline = RunnerPipeline("tensorrt", runners, device, host_io=False, owned=[stream])
+    elif backend == "openvino":  # the set's ONNX graphs compiled by OpenVINO for the CPU (host numpy in and out)
+        runners = _load_openvino(directory, artifacts, openvino_hint)
+        pipeline = RunnerPipeline("openvino", runners, Device("cpu"), host_io=True)
+        options = {"precision_hint": openvino_hint,
+                   "inference_precision": {stage: r.inference_precision for stage, r in runners.items()}}
     else:
         if provider != "cpu" and device.type != "cuda":
             raise BackendUnavailableError(
@@ -121,7 +128,8 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
         on_cpu = provider == "cpu"  # (auto on a GPU host may end here: the fallback is recorded)
         pipeline = RunnerPipeline("onnxruntime", runners, Device("cpu") if on_cpu else device, host_io=on_cpu)
     _check_or_close(pipeline, config, artifacts)
-    return Opened(pipeline, backend, provider if backend == "onnxruntime" else None, artifacts)
+    return Opened(pipeline, backend, provider if backend == "onnxruntime" else None, artifacts,
+                  runtime_options=options)
 
 
 def _check_or_close(pipeline, config, artifacts: Mapping[str, Mapping[str, Any]]) -> None:
@@ -134,27 +142,12 @@ def _check_or_close(pipeline, config, artifacts: Mapping[str, Mapping[str, Any]]
         raise
 
 
-def _open_openvino(manifest, config, precision: str, device: Device, hint: str | None) -> Opened:
-    """The ``precision`` set's ONNX graphs compiled by OpenVINO for the CPU (host numpy in and out)."""
-    if device.type != "cpu":
-        raise BackendUnavailableError(f"backend='openvino' runs here on the CPU, but device={str(device)!r}; pass "
-                                      "device='cpu' (OpenVINO's Intel GPU / NPU devices are not wired up yet).")
+def _load_openvino(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], hint: str | None) -> dict:
     from .runtime.openvino_runner import OpenVinoRunner, import_openvino
-    from .runtime.pipeline import RunnerPipeline
 
     import_openvino()  # BackendUnavailableError with install instructions when missing
-    try:
-        artifacts = select_artifacts(manifest, "onnx", precision)
-    except LookupError as exc:
-        raise BackendUnavailableError(f"backend='openvino' precision={precision!r} is not available: {exc.args[0]}") \
-            from None
-    runners = load_all_runners({stage: OpenVinoRunner(manifest.directory / a["file"], device="CPU", precision_hint=hint)
-                                for stage, a in artifacts.items()})
-    pipeline = RunnerPipeline("openvino", runners, Device("cpu"), host_io=True)
-    _check_or_close(pipeline, config, artifacts)
-    options = {"precision_hint": hint,
-               "inference_precision": {stage: r.inference_precision for stage, r in runners.items()}}
-    return Opened(pipeline, "openvino", None, artifacts, runtime_options=options)
+    return load_all_runners({stage: OpenVinoRunner(directory / a["file"], device="CPU", precision_hint=hint)
+                             for stage, a in artifacts.items()})
 
 
 def _load_tensorrt(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], device: Device) -> tuple[dict, Any]:

@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputTypeError
-from .prompts import (PromptConfig, _query_colour, as_colour_map, colour_distance, parts_holding, score_map_255,
-                      similarity_from_distance)
+from .prompts import (PromptConfig, _query_colour, as_colour_map, colour_distance, parts_holding, parts_touching,
+                      score_map_255, similarity_from_distance)
 
 __all__ = ["InstanceMask", "segment_everything"]
 
@@ -90,19 +90,10 @@ def stability_score(score_255: np.ndarray, threshold: float, offset: float,
     low_mask = score_255 > max(threshold - offset, 0.0)
     high_mask = score_255 > threshold + offset
     if within is not None:
-        low_mask = _parts_touching(low_mask, within)
+        low_mask = parts_touching(low_mask, within)
         high_mask &= low_mask
     low = np.count_nonzero(low_mask)
     return np.count_nonzero(high_mask) / low if low else 0.0
-
-
-def _parts_touching(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    """The connected parts (8-neighbourhood) of ``mask`` that share a pixel with ``seed``."""
-    import cv2
-
-    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    touched = np.unique(labels[seed & mask])
-    return np.isin(labels, touched[touched > 0])
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

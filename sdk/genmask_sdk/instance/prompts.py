@@ -42,8 +42,9 @@ the object whose colour matches the colour around the point:
    point are kept (score set to 0 elsewhere). A positive point that falls just outside the
    thresholded mask (refinement can move an edge by a few pixels) takes the part nearest to it.
    On 40 validation scenes (seed 1) the shipped demo model's single-point mIoU is 0.865 with it
-   and 0.801 without (its own prompt defaults otherwise; benchmarks/README.md). ``connected=False`` reproduces the published code exactly. Needs
-   OpenCV (``cv2.connectedComponents``), as the refinement does.
+   and 0.801 without (its own prompt defaults otherwise; benchmarks/README.md).
+   ``connected=False`` reproduces the published code exactly. Needs OpenCV
+   (``cv2.connectedComponents``), as the refinement does.
 
 Coordinates: ``(x, y)`` in pixels of the colour map, x to the right (column), y down (row),
 pixel centres at integers, valid range ``0 <= x <= W-1``, ``0 <= y <= H-1``.
@@ -398,8 +399,7 @@ def parts_holding(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
     part whose nearest pixel is closest to it. Returns a bool H×W mask (empty iff ``mask`` is)."""
     if not mask.any():
         return mask
-    cv2 = _opencv()
-    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    labels = _part_labels(mask)
     rows, cols = np.nonzero(mask)
     kept = set()
     for x, y in np.rint(np.asarray(points, dtype=np.float64)).astype(int):
@@ -409,6 +409,20 @@ def parts_holding(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
             label = labels[rows[nearest], cols[nearest]]
         kept.add(int(label))
     return np.isin(labels, sorted(kept))
+
+
+def parts_touching(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The connected parts (8-neighbourhood) of bool ``mask`` (H×W) that share a pixel with bool
+    ``seed`` (H×W). Returns a bool H×W mask."""
+    labels = _part_labels(mask)
+    touched = np.unique(labels[seed & mask])
+    return np.isin(labels, touched[touched > 0])
+
+
+def _part_labels(mask: np.ndarray) -> np.ndarray:
+    """int32 H×W labels of the 8-connected parts of bool ``mask`` (0 = outside)."""
+    _, labels = _opencv().connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return labels
 
 
 def _opencv():
