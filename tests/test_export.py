@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The text embedder's engines are tested in test_torch_free.py (on the demo); not rebuilt here.
 OPTIONS = dict(calib_size=8, int8_keep_blocks=0, tensorrt="off", progress=False, text_embedder=False)
 ALL_FILES = ["vae_encoder.fp32.onnx", "dit.fp32.onnx", "mask_head.fp32.onnx", "vae_encoder.fp16.onnx",
-             "dit.fp16.onnx", "dit.int8.onnx"]
+             "dit.fp16.onnx", "dit.int8.onnx", "dit.int8-dynamic.onnx"]
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,9 @@ def test_build_writes_every_file_and_reports(tiny):
     assert sorted(p.name for p in engines.iterdir()) == sorted(ALL_FILES + ["manifest.json"])
     assert any("TensorRT plans skipped" in line for line in lines)
     assert any(line.strip().startswith("trtexec --onnx=dit.fp16.onnx") for line in lines)
+    # the CPU set gets no TensorRT command: TensorRT has no MatMulInteger
+    assert not any("dit.int8-dynamic" in line for line in lines if line.strip().startswith("trtexec"))
+    assert any("CPU timing of the int8-dynamic set" in line for line in lines)
 
 
 @pytest.mark.parametrize("batch,length", [(1, 2), (3, 7)])
@@ -135,6 +138,23 @@ def test_fp16_and_int8_run_on_ort_cpu_and_stay_close(tiny):
     for name in ("dit.fp16.onnx", "dit.int8.onnx"):
         out = run(tiny[2] / name, z_img=z.numpy(), context=context.numpy(), context_mask=mask.numpy())
         assert out.shape == (3, 16, 4, 4) and out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_int8_dynamic_dit_is_matmul_integer_and_checked_against_torch(tiny):
+    model, _, engines, result, _ = tiny
+    graph = onnx.load(str(engines / "dit.int8-dynamic.onnx"))
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "QuantizeLinear" not in ops
+    record = result.manifest.artifact("dit", "int8-dynamic")
+    assert "quantize_dynamic" in record["details"]["method"]
+    fidelity = record["fidelity"]
+    assert fidelity["reference"] == "pytorch float32" and fidelity["max_abs_error"] <= fidelity["tolerance"]
+    z, context, mask = dit_inputs(2, 5)
+    got = run(engines / "dit.int8-dynamic.onnx", z_img=z.numpy(), context=context.numpy(), context_mask=mask.numpy())
+    with torch.no_grad():
+        want = model.one_step_dit()(z, context, mask).numpy()
+    assert np.abs(got - want).max() < 0.25 + 0.35 * np.abs(want).max()
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
 
 
 def test_dit_graph_has_timestep_folded(tiny):
@@ -212,6 +232,12 @@ def test_manifest_contents(tiny):
     assert data["sets"]["int8"]["onnx"] == {"vae_encoder": "vae_encoder.fp32.onnx", "dit": "dit.int8.onnx",
                                             "mask_head": "mask_head.fp32.onnx"}
     assert data["sets"]["fp16"]["tensorrt"] is None
+    assert data["sets"]["int8-dynamic"] == {"onnx": {"vae_encoder": "vae_encoder.fp32.onnx",
+                                                     "dit": "dit.int8-dynamic.onnx",
+                                                     "mask_head": "mask_head.fp32.onnx"}, "tensorrt": None}
+    timing = data["cpu_timing"]
+    assert set(timing["sets"]) == {"fp32", "int8-dynamic"} and timing["cpu"] and timing["repeats"] >= 3
+    assert all(0 < t["min_ms"] <= t["p50_ms"] <= t["p90_ms"] for t in timing["sets"].values())
     for record in data["artifacts"]:
         assert record["sha256"] == sha256_file(engines / record["file"]) and record["runtime"] == "onnx"
         assert record["external_data"] == []
@@ -449,3 +475,27 @@ def test_cli_calibrates_int8_and_fp8_on_a_user_folder(tiny, tmp_path):
         assert calib["source"]["prompts_sha256"] == sha256_file(folder / "prompts.txt")
         assert record["fidelity"]["mask_iou_mean"] >= 0.8
     assert manifest.artifact("dit", "fp8")["opset"] == 19 and manifest.artifact("dit", "int8")["opset"] == 18
+
+
+def test_segmenter_on_a_cpu_opens_the_set_the_build_timing_chose(tiny):
+    from genmask_sdk import Segmenter
+    from genmask_sdk.backend_select import choose_cpu_set
+
+    _, _, engines, result, _ = tiny
+    expected, why = choose_cpu_set(result.manifest)
+    with Segmenter.from_engines(engines, device="cpu") as auto:
+        info = auto.describe()
+    assert (info["backend"], info["precision"]) == ("onnxruntime", expected)
+    assert info["precision_choice"] == why and info["files"]["dit"]["file"] == f"dit.{expected}.onnx"
+
+
+def test_int8_dynamic_set_runs_through_the_segmenter_close_to_fp32(tiny):
+    from genmask_sdk import Segmenter
+
+    engines = tiny[2]
+    image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    with Segmenter.from_engines(engines, backend="onnxruntime", precision="int8-dynamic", device="cpu") as cpu_set, \
+            Segmenter.from_engines(engines, backend="onnxruntime", precision="fp32", device="cpu") as fp32:
+        assert cpu_set.describe()["precision_choice"] is None  # asked for by name
+        a, b = cpu_set.predict(image, "the red circle"), fp32.predict(image, "the red circle")
+    assert np.corrcoef(a.logits.ravel(), b.logits.ravel())[0, 1] > 0.98

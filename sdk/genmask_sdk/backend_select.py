@@ -4,6 +4,11 @@
 record of what was chosen. An explicit request is honoured or refused with
 BackendUnavailableError; only ``backend="auto"`` (and ``device=None``) choose, in the order
 ``AUTO_ORDER`` on a GPU, and every option skipped is recorded with its reason.
+
+Precision: a named set is honoured or refused. ``precision=None`` lets the SDK choose: with
+``backend="auto"`` on a CPU, the fastest set of the build's CPU timing (the manifest's
+``cpu_timing``) among those whose DiT keeps the PyTorch masks (pooled mask IoU >=
+``FAITHFUL_MASK_IOU`` in its fidelity record); otherwise fp32. The choice and why are recorded.
 """
 
 from __future__ import annotations
@@ -26,6 +31,53 @@ AUTO_ORDER = (("tensorrt", None, True), ("onnxruntime", "cuda", True), ("onnxrun
               ("torch", None, False))
 
 
+#: A quantized CPU set is chosen automatically only if its DiT's masks match PyTorch's this well
+#: (pooled IoU over the build's check inputs).
+FAITHFUL_MASK_IOU = 0.99
+
+
+def choose_precision(manifest, backend: str, device: Device) -> tuple[str, str]:
+    """(precision, why) for ``precision=None`` (see the module docstring)."""
+    if backend != "auto" or device.type != "cpu":
+        return "fp32", "precision=None: fp32 (the SDK chooses a set only for backend='auto' on a CPU)"
+    return choose_cpu_set(manifest)
+
+
+def choose_cpu_set(manifest) -> tuple[str, str]:
+    """The fastest faithful set of the manifest's ``cpu_timing`` and why; fp32 without timings."""
+    timing = manifest.data.get("cpu_timing") or {}
+    timed = timing.get("sets") or {}
+    candidates, rejected = [], []
+    for precision, times in timed.items():
+        if precision not in manifest.precisions:
+            continue
+        if precision != "fp32":
+            try:
+                fidelity = manifest.artifact("dit", precision, "onnx").get("fidelity") or {}
+            except Exception:  # noqa: BLE001 - a set without a DiT record cannot be vouched for
+                fidelity = {}
+            iou = fidelity.get("mask_iou_pooled")
+            if iou is None or iou < FAITHFUL_MASK_IOU:
+                rejected.append(f"{precision} (DiT mask IoU {iou} < {FAITHFUL_MASK_IOU})")
+                continue
+        candidates.append((float(times["p50_ms"]), precision))
+    if not candidates:
+        return "fp32", ("precision=None on a CPU: fp32 (the manifest has no CPU timing of a faithful set; build "
+                        "with the int8-dynamic set and CPU timing to let the SDK choose)")
+    ms, precision = min(candidates)
+    from .export.cpu_timing import cpu_model
+
+    here = cpu_model()
+    others = ", ".join(f"{p} {t:.0f} ms" for t, p in sorted(candidates) if p != precision)
+    why = (f"precision=None on a CPU: {precision}, the fastest faithful CPU set timed at build time "
+           f"({ms:.0f} ms p50 per image on {timing.get('cpu')}" + (f"; {others}" if others else "") + ")")
+    if rejected:
+        why += "; not faithful enough: " + ", ".join(rejected)
+    if here != timing.get("cpu"):
+        why += f"; note: this CPU ({here}) is not the one the sets were timed on"
+    return precision, why
+
+
 @dataclass
 class Opened:
     """A loaded pipeline and how it was chosen."""
@@ -37,18 +89,32 @@ class Opened:
     fallbacks: list[dict[str, str]] = field(default_factory=list)
     model: Any = None  # the GenMaskModel of the torch backend
     runtime_options: dict[str, Any] | None = None  # openvino: the precision hint asked for and obtained per stage
+    precision: str = "fp32"  # the set that was opened
+    precision_choice: str | None = None  # precision=None: which set the SDK chose and why
 
 
-def open_engines(manifest, config, backend: str, precision: str, device: Device,
+def open_engines(manifest, config, backend: str, precision: str | None, device: Device,
                  ort_provider: str | None, verify: bool = True, openvino_hint: str | None = "f32") -> Opened:
     """Load the requested backend, or for ``auto`` the first in ``AUTO_ORDER`` that works.
 
-    ``manifest`` is the exporter's ``Manifest``; ``verify`` also checks the checkpoint's sha256
-    when the torch backend loads it. ``openvino_hint``: OpenVINO's inference precision for
-    ``backend="openvino"`` (``runtime.openvino_runner``; never chosen by ``auto``)."""
-    directory = manifest.directory
+    ``manifest`` is the exporter's ``Manifest``; ``precision`` a set name, or None to let the SDK
+    choose (``choose_precision``); ``verify`` also checks the checkpoint's sha256 when the torch
+    backend loads it. ``openvino_hint``: OpenVINO's inference precision for ``backend="openvino"``
+    (``runtime.openvino_runner``; never chosen by ``auto``)."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    choice = None
+    if precision is None:
+        precision, choice = choose_precision(manifest, backend, device)
+        logger.info("Segmenter: %s", choice)
+    opened = _open_engines(manifest, config, backend, precision, device, ort_provider, verify, openvino_hint)
+    opened.precision, opened.precision_choice = precision, choice
+    return opened
+
+
+def _open_engines(manifest, config, backend: str, precision: str, device: Device,
+                  ort_provider: str | None, verify: bool, openvino_hint: str | None) -> Opened:
+    directory = manifest.directory
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     if ort_provider is not None and ort_provider not in ORT_PROVIDERS:

@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --everything: N x N grid points (default 16)")
     seg.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "openvino", "torch"],
                      help="with --engines (default: auto, the fastest available)")
-    seg.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="with --engines")
+    seg.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8", "fp8", "int8-dynamic"],
+                     help="with --engines: the set to run (default: with --backend auto on a CPU, the fastest faithful "
+                          "CPU set of the build's timing, else fp32)")
     seg.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     seg.add_argument("--reason", action="store_true",
                      help="treat each PROMPT as an instruction: the VLM names its target first, then that phrase is "
@@ -328,8 +330,9 @@ def _open_segmenter(cls, args, default_checkpoint: str):
     """``cls.from_engines`` with ``--engines``, else ``cls.from_pretrained`` (PyTorch fp32); None after
     printing why a checkpoint cannot take ``--backend``/``--precision``."""
     if args.engines:
-        return cls.from_engines(args.engines, backend=args.backend, precision=args.precision, device=args.device)
-    if args.backend not in ("auto", "torch") or args.precision != "fp32":
+        chosen = {} if args.precision is None else {"precision": args.precision}
+        return cls.from_engines(args.engines, backend=args.backend, device=args.device, **chosen)
+    if args.backend not in ("auto", "torch") or args.precision not in (None, "fp32"):
         print("genmask segment: error: --backend/--precision need --engines; a checkpoint runs in PyTorch fp32.",
               file=sys.stderr)
         return None

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from .errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError
 
 STAGES = ("vae_encoder", "dit", "mask_head")
-PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8", "int8-dynamic")
 
 
 def open_manifest(directory: str | Path, verify: bool = True):

@@ -110,7 +110,7 @@ class Segmenter:
         return cls(pipeline, model.embedder, model.config, info)
 
     @classmethod
-    def from_engines(cls, directory: str | os.PathLike, backend: str = "auto", precision: str = "fp32",
+    def from_engines(cls, directory: str | os.PathLike, backend: str = "auto", precision: str | None = None,
                      device: str | None = None, *, ort_provider: str | None = None,
                      openvino_hint: str | None = "f32", verify: bool = True) -> "Segmenter":
         """Open an engines directory written by ``genmask build``.
@@ -122,8 +122,11 @@ class Segmenter:
                 which are used or refused with BackendUnavailableError (never replaced).
                 ``"openvino"`` (CPU, ``pip install 'genmask-sdk[openvino]'``) compiles the set's
                 ONNX graphs with OpenVINO; ``auto`` never picks it.
-            precision: ``"fp32"``, ``"fp16"``, ``"int8"`` or ``"fp8"``: a set of the manifest (fp8 runs fast on
-                FP8 GPUs; ONNX Runtime on a CPU emulates its Q/DQ).
+            precision: ``"fp32"``, ``"fp16"``, ``"int8"``, ``"fp8"`` or ``"int8-dynamic"``: a set of the
+                manifest (fp8 runs fast on FP8 GPUs; ONNX Runtime on a CPU emulates its Q/DQ;
+                int8-dynamic is the CPU set). None (default): with ``backend="auto"`` on a CPU, the
+                fastest set of the build's CPU timing whose DiT keeps PyTorch's masks (mask IoU >=
+                0.99), else fp32; ``describe()["precision_choice"]`` says which and why.
             device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None`` = the first GPU when one is
                 visible (``runtime.devices``), else the CPU.
             ort_provider: for ``backend="onnxruntime"``: ``"cpu"``, ``"cuda"`` or ``"tensorrt"``
@@ -147,7 +150,7 @@ class Segmenter:
         if opened.model is not None:
             embedder = opened.model.embedder
         else:
-            embedder = _engine_embedder(manifest, config, precision, resolved) or load_embedder(
+            embedder = _engine_embedder(manifest, config, opened.precision, resolved) or load_embedder(
                 config.embedder, resolved, local_files_only=True)  # a manifest never makes us download
         if resolved.type == "cuda" and getattr(getattr(embedder, "runner", None), "provider", None) == "cpu":
             reason = ("the text embedder runs on the CPU: this onnxruntime has no CUDAExecutionProvider (pip install "
@@ -157,12 +160,13 @@ class Segmenter:
         data = manifest.data
         files = {stage: {k: a.get(k) for k in ("file", "sha256", "runtime", "precision")}
                  for stage, a in opened.artifacts.items()}
-        info = {"backend": opened.backend, "precision": precision, "provider": opened.provider,
+        info = {"backend": opened.backend, "precision": opened.precision, "provider": opened.provider,
+                "precision_choice": opened.precision_choice,
                 "fallbacks": fallbacks, "files": files, "source": {"kind": "engines", "path": str(directory)},
                 "max_batch": data.get("max_batch"),
                 "max_prompt_tokens": data.get("max_prompt_tokens") or config.embedder.max_prompt_tokens,
                 "manifest": describe_manifest(data), "runtime_options": opened.runtime_options}
-        logger.info("Segmenter: %s %s on %s from %s", opened.backend, precision, resolved, directory)
+        logger.info("Segmenter: %s %s on %s from %s", opened.backend, opened.precision, resolved, directory)
         return cls(opened.pipeline, embedder, config, info)
 
     # ---------------------------------------------------------------------------------- image
@@ -294,7 +298,8 @@ class Segmenter:
     # ------------------------------------------------------------------------------- lifecycle
     def describe(self) -> dict[str, Any]:
         """Backend, precision, device, files per stage (with sha256), versions, resolution,
-        embedder, fallbacks (option skipped + reason) and the engines' manifest summary."""
+        embedder, fallbacks (option skipped + reason), the engines' manifest summary and, when the
+        SDK chose the precision set (``precision=None``), ``precision_choice``: which and why."""
         info = self._info
         import sys
 
@@ -328,6 +333,7 @@ class Segmenter:
                          "can_reason": bool(getattr(self._embedder, "can_generate", False))},
             "fallbacks": list(info["fallbacks"]) + list(getattr(self._pipeline, "notes", [])),
             "manifest": info.get("manifest"), "runtime_options": info.get("runtime_options"),
+            "precision_choice": info.get("precision_choice"),
             "thread_safety": "one lock per Segmenter: calls run one at a time",
             "closed": self._closed,
         }

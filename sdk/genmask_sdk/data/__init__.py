@@ -13,6 +13,7 @@ from genmask_sdk.data.scenes import ReferringDataset, generate_scene
 from genmask_sdk.data.vocabulary import (
     BACKGROUND_KINDS,
     COLOURS,
+    ABSENT_KIND,
     EXPRESSION_KINDS,
     POSITIONS,
     RELATIONS,
@@ -24,6 +25,7 @@ from genmask_sdk.data.vocabulary import (
 __all__ = [
     "BACKGROUND_KINDS",
     "COLOURS",
+    "ABSENT_KIND",
     "EXPRESSION_KINDS",
     "POSITIONS",
     "RELATIONS",

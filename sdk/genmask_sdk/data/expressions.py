@@ -24,6 +24,12 @@ centres; the image side is ``size``):
 
 Targets (and relation anchors) must show >= ``MIN_VISIBLE_FRACTION`` of their full area and at
 least ``MIN_VISIBLE_AREA`` pixels (scaled for a 128 x 128 image).
+
+Absent targets (kind ``ABSENT_KIND``, empty mask, target -1): with probability
+``ABSENT_PROBABILITY`` a scene gets one more expression in any of the four phrasings whose target
+DESC matches no object at all (a near miss of a real object: one attribute changed), e.g. "the
+green star" in a scene whose star is red. Relation anchors of absent expressions do exist. About
+10 % of all expressions are absent ones; the present ones are the same with or without them.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ import numpy as np
 
 from genmask_sdk.data.geometry import shape_area
 from genmask_sdk.data.records import Expression, SceneObject
-from genmask_sdk.data.vocabulary import EXPRESSION_KINDS
+from genmask_sdk.data.records import read_only
+from genmask_sdk.data.vocabulary import ABSENT_KIND, COLOURS, EXPRESSION_KINDS, SHAPES, SIZE_CLASSES
 
 MIN_VISIBLE_FRACTION = 0.6
 MIN_VISIBLE_AREA = 60  # pixels at 128 x 128; scaled with the image area
@@ -46,6 +53,12 @@ SUPERLATIVE_RATIO = 1.5
 MAX_EXPRESSIONS = 4
 REDUNDANT_ATTRIBUTE_PROBABILITY = 0.25
 AMBIGUOUS_DESCRIPTION_PREFERENCE = 0.7  # prefer options whose DESC alone would be ambiguous
+ABSENT_PROBABILITY = 0.28  # scenes hold 2.5 present expressions on average: ~10 % are absent ones
+ABSENT_TRIES = 20
+# Attribute subsets an absent DESC names (always a colour or a shape, never the size alone).
+ABSENT_SUBSETS = (("colour", "shape"), ("colour",), ("shape",), ("size_class", "colour", "shape"),
+                  ("size_class", "shape"), ("size_class", "colour"))
+ATTRIBUTE_VALUES = {"size_class": tuple(SIZE_CLASSES), "colour": tuple(COLOURS), "shape": SHAPES}
 
 ATTRIBUTES = ("size_class", "colour", "shape")
 
@@ -274,13 +287,68 @@ def _pick(rng: np.random.Generator, options: list[_Option]) -> _Option:
     return options[rng.integers(len(options))]
 
 
+def matches_nothing(objects: Sequence[SceneObject], desc: Description) -> bool:
+    """True when no object has every attribute ``desc`` names."""
+    named = desc.named()
+    return not any(all(getattr(o, n) == getattr(desc, n) for n in named) for o in objects)
+
+
+def absent_description(rng: np.random.Generator, objects: Sequence[SceneObject],
+                       subsets=ABSENT_SUBSETS) -> Description | None:
+    """A near miss: a random object's description over a random subset of ``subsets`` with one
+    named attribute changed, such that it matches no object; None after ``ABSENT_TRIES`` misses."""
+    for _ in range(ABSENT_TRIES):
+        base = objects[rng.integers(len(objects))]
+        desc = Description.of(base, subsets[rng.integers(len(subsets))])
+        name = desc.named()[rng.integers(len(desc.named()))]
+        others = [v for v in ATTRIBUTE_VALUES[name] if v != getattr(desc, name)]
+        desc = replace(desc, **{name: others[rng.integers(len(others))]})
+        if matches_nothing(objects, desc):
+            return desc
+    return None
+
+
+def absent_text(rng: np.random.Generator, facts: _SceneFacts) -> str | None:
+    """An expression in one of the four phrasings whose target matches nothing in the scene."""
+    phrasing = EXPRESSION_KINDS[rng.integers(len(EXPRESSION_KINDS))]
+    if phrasing == "superlative":
+        desc = absent_description(rng, facts.objects, tuple(s for s in ABSENT_SUBSETS if "size_class" not in s))
+        word = ("largest", "smallest")[rng.integers(2)]
+        return None if desc is None else f"the {word} {desc.text()}"
+    desc = absent_description(rng, facts.objects)
+    if desc is None:
+        return None
+    if phrasing == "position":
+        direction = tuple(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
+        if rng.random() < 0.5:
+            return f"the {EXTREME_WORDS[direction]} {desc.text()}"
+        return f"the {desc.text()} {POSITION_PHRASES[direction]}"
+    if phrasing == "relation":
+        anchors = [d for a in range(len(facts.objects)) if facts.eligible[a]
+                   for d in minimal_unique_descriptions(facts, a)]
+        if anchors:
+            relation = tuple(RELATION_DIRECTIONS)[rng.integers(len(RELATION_DIRECTIONS))]
+            return f"the {desc.text()} {relation} the {anchors[rng.integers(len(anchors))].text()}"
+    return f"the {desc.text()}"
+
+
+def absent_expression(rng: np.random.Generator, facts: _SceneFacts) -> Expression | None:
+    """An ``ABSENT_KIND`` expression (empty mask, target -1), or None when none was found."""
+    text = absent_text(rng, facts) if facts.objects else None
+    if text is None:
+        return None
+    return Expression(text, read_only(np.zeros((facts.size, facts.size), dtype=bool)), ABSENT_KIND, -1)
+
+
 def referring_expressions(
     rng: np.random.Generator, objects: Sequence[SceneObject], size: int
 ) -> list[Expression]:
-    """1..MAX_EXPRESSIONS unambiguous expressions for ``objects`` of a ``size x size`` scene.
+    """1..MAX_EXPRESSIONS unambiguous expressions for ``objects`` of a ``size x size`` scene,
+    then (with ``ABSENT_PROBABILITY``) one absent-target expression.
 
     Kinds are visited round-robin in a random order so one scene mixes kinds; fewer expressions
-    come back when the scene offers fewer distinct valid ones (possibly none).
+    come back when the scene offers fewer distinct valid ones (possibly none). The absent
+    expression is drawn after the present ones, so it never changes them.
     """
     facts = _SceneFacts(objects, size)
     wanted = int(rng.integers(1, MAX_EXPRESSIONS + 1))
@@ -297,4 +365,8 @@ def referring_expressions(
             if text not in {e.text for e in expressions}:
                 mask = objects[option.target].mask
                 expressions.append(Expression(text, mask, kind, option.target))
+    if rng.random() < ABSENT_PROBABILITY:
+        absent = absent_expression(rng, facts)
+        if absent is not None:
+            expressions.append(absent)
     return expressions

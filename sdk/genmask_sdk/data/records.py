@@ -43,9 +43,10 @@ class Expression:
     Attributes:
         text: lower-case English phrase, e.g. ``"the star above the green circle"``.
         mask: bool ``(H, W)``, the visible pixels of the referred object (same array as
-            ``scene.objects[target].mask``).
-        kind: one of ``EXPRESSION_KINDS``.
-        target: index of the referred object in ``Scene.objects``.
+            ``scene.objects[target].mask``); all False for an absent target.
+        kind: one of ``EXPRESSION_KINDS``, or ``ABSENT_KIND`` when nothing in the scene is
+            referred to.
+        target: index of the referred object in ``Scene.objects``; -1 for an absent target.
     """
 
     text: str

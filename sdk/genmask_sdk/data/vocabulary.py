@@ -41,3 +41,7 @@ BACKGROUND_KINDS: tuple[str, ...] = ("flat", "gradient", "noise", "stripes", "ch
 
 #: Type tags of referring expressions (``Expression.kind``).
 EXPRESSION_KINDS: tuple[str, ...] = ("attribute", "position", "relation", "superlative")
+
+#: Kind of an expression that refers to nothing in the scene (its mask is empty, its target -1),
+#: as in generalized referring segmentation (gRefCOCO's no-target expressions).
+ABSENT_KIND = "absent"

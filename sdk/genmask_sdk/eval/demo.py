@@ -16,7 +16,7 @@ import torch
 
 from ..io import atomic_write_text
 from ..model import GenMaskModel
-from .referring import HELD_OUT_SEED, evaluate_scenes, held_out_scenes, scores_table
+from .referring import HELD_OUT_SEED, breakdown_table, evaluate_scenes, held_out_scenes, scores_table
 
 
 def reference_predictor(model: GenMaskModel):
@@ -33,9 +33,9 @@ def evaluate_checkpoint(checkpoint: str = "demo", n_scenes: int = 500, seed: int
     model = GenMaskModel.from_pretrained(checkpoint)
     size = model.config.resolution
     started = time.time()
-    scores = evaluate_scenes(reference_predictor(model), held_out_scenes(n_scenes, seed, size), total=n_scenes,
+    report = evaluate_scenes(reference_predictor(model), held_out_scenes(n_scenes, seed, size), total=n_scenes,
                              progress=progress)
-    return {"scores": scores, "seconds": time.time() - started, "checkpoint": str(checkpoint)}
+    return {"report": report, "seconds": time.time() - started, "checkpoint": str(checkpoint)}
 
 
 def main(argv=None) -> None:
@@ -49,12 +49,20 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = evaluate_checkpoint(args.checkpoint, args.scenes, args.seed)
-    table = scores_table({"PyTorch fp32": result["scores"]})
+    report = result["report"]
+    summary = report.summary()
+    table = "\n\n".join([
+        scores_table({"PyTorch fp32": report}),
+        breakdown_table(report.by_size, "target size (present)"),
+        breakdown_table(report.by_objects, "objects in the scene (present)"),
+        f"Score (mean sigmoid inside the mask, 0 for an empty mask): mean {summary['score_mean_present']:.3f} for "
+        f"present targets, {summary['score_mean_absent']:.3f} for absent ones; AUROC present vs absent "
+        f"{summary['score_auroc_present_vs_absent']:.3f}.",
+    ])
     print(table)
     print(f"\n{args.scenes} scenes from seed {args.seed}, {result['seconds']:.1f} s")
     if args.out:
         atomic_write_text(args.out, table + "\n")
-        summary = result["scores"].summary()
         atomic_write_text(args.out.with_suffix(".json"), json.dumps(summary, indent=2, default=float))
 
 

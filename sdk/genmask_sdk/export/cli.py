@@ -22,7 +22,7 @@ DESCRIPTION = """\
 Export a GenMask checkpoint to ONNX graphs (vae_encoder, dit, mask_head) in fp32, fp16, int8 (and fp8),
 check each against PyTorch with ONNX Runtime on CPU, build TensorRT plans where TensorRT and a GPU
 are available, and write OUT/manifest.json. With no arguments: the demo checkpoint into
-engines/demo, all three precisions. Re-running with unchanged inputs reuses the files; when
+engines/demo, sets fp32, fp16, int8 and int8-dynamic. Re-running with unchanged inputs reuses the files; when
 nothing at all changed it only verifies them, without importing torch."""
 
 EPILOG = """\
@@ -37,7 +37,10 @@ precision sets: fp32 = fp32 graphs; fp16 = fp16 VAE encoder + fp16 DiT (norms, s
 residuals fp32) + fp32 mask head; int8 = fp32 VAE encoder + Q/DQ int8 DiT + fp32 mask head;
 fp8 = the same with an FP8 (E4M3) Q/DQ DiT, for GPUs with FP8 (compute capability >= 8.9: Ada,
 Hopper, Blackwell; not Jetson Orin) — on a CPU ONNX Runtime only emulates it. The int8 and fp8 DiTs
-are calibrated in PyTorch by NVIDIA Model Optimizer on the --calib samples.
+are calibrated in PyTorch by NVIDIA Model Optimizer on the --calib samples. int8-dynamic = the
+CPU set: fp32 VAE encoder + a DiT with int8 weights whose activations are quantized at run time
+(ONNX Runtime MatMulInteger; no TensorRT plans). The CPU sets (fp32, int8-dynamic) are timed on
+the build machine so that backend 'auto' on a CPU can open the fastest faithful one.
 
 gen2seg checkpoints (reachomk/gen2seg-sd, reachomk/gen2seg-mae-h, demo-gen2seg, or a directory):
 fp32, fp16 and int8 sets (SD: int8 UNet between fp32 VAE graphs; MAE: int8 ViT); --calib is
@@ -52,8 +55,9 @@ def build_parser(prog: str = "build_engines.py") -> argparse.ArgumentParser:
                         help="'demo' (shipped checkpoint, default), a checkpoint directory written by "
                              "GenMaskModel.save_pretrained, or a Hugging Face hub id owner/name")
     parser.add_argument("--out", metavar="DIR", help="engines directory (default: engines/<checkpoint name>)")
-    parser.add_argument("--precisions", default="fp32,fp16,int8", metavar="LIST",
-                        help="comma-separated subset of fp32,fp16,int8,fp8 (default: fp32,fp16,int8)")
+    parser.add_argument("--precisions", default=None, metavar="LIST",
+                        help="comma-separated subset of fp32,fp16,int8,fp8,int8-dynamic (default: "
+                             "fp32,fp16,int8,int8-dynamic; gen2seg: fp32,fp16,int8)")
     parser.add_argument("--resolution", type=int, metavar="R",
                         help="engine resolution, a multiple of 16 (default: the checkpoint config's)")
     parser.add_argument("--calib", metavar="DIR",
@@ -90,7 +94,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "build_engines.py") -> i
 
     if (code := gen2seg_main(args, prog)) is not None:
         return code
-    precisions = [p.strip() for p in args.precisions.replace(" ", ",").split(",") if p.strip()]
+    from .options import DEFAULT_PRECISIONS
+
+    precisions = parse_precisions(args.precisions, DEFAULT_PRECISIONS)
     options = dict(resolution=args.resolution, calib=args.calib, calib_size=args.calib_size,
                    max_prompt_tokens=args.max_prompt_tokens, max_batch=args.max_batch, tensorrt=args.tensorrt,
                    workspace_gib=args.workspace, force=args.force, opset=args.opset,
@@ -111,6 +117,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "build_engines.py") -> i
         plans = ", ".join(entry["tensorrt"].values()) if entry.get("tensorrt") else "no TensorRT plans"
         print(f"{precision}: {files}; {plans}")
     return 0
+
+
+def parse_precisions(text: str | None, default: Sequence[str]) -> list[str]:
+    """``--precisions`` as a list (``default`` when not given)."""
+    if text is None:
+        return list(default)
+    return [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
 
 
 def _up_to_date(checkpoint: str, out: str | None, precisions: list[str], options: dict,

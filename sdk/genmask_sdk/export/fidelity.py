@@ -26,7 +26,7 @@ from .graphs import ExportError
 
 #: precision -> (atol, rtol) of the build-time check.
 TOLERANCES: dict[str, tuple[float, float]] = {"fp32": (1e-3, 1e-3), "fp16": (5e-2, 5e-2), "int8": (0.25, 0.35),
-                                               "fp8": (0.25, 0.35)}
+                                               "fp8": (0.25, 0.35), "int8-dynamic": (0.25, 0.35)}
 
 
 class FidelityError(ExportError):

@@ -39,8 +39,10 @@ def gen2seg_main(args: argparse.Namespace, prog: str) -> int | None:
                                             ("--no-text-embedder", args.no_text_embedder)) if value]
         if refused:
             raise ConfigError(f"{', '.join(refused)} apply to GenMask checkpoints only; {args.checkpoint} is gen2seg.")
-        precisions = [p.strip() for p in args.precisions.replace(" ", ",").split(",") if p.strip()]
-        from .gen2seg_build import build_gen2seg_engines  # torch, diffusers, onnx: seconds of imports
+        from .cli import parse_precisions
+        from .gen2seg_build import PRECISIONS, build_gen2seg_engines  # torch, diffusers, onnx: seconds of imports
+
+        precisions = parse_precisions(args.precisions, PRECISIONS)
 
         result = build_gen2seg_engines(args.checkpoint, args.out, precisions, size=args.resolution,
                                        progress=not args.no_progress, force=args.force, max_batch=args.max_batch,

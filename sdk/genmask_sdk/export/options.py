@@ -25,8 +25,15 @@ if TYPE_CHECKING:
 STAGES = ("vae_encoder", "dit", "mask_head")
 #: Every precision set a build can write; ``DEFAULT_PRECISIONS`` are built when none are named (FP8 is
 #: opt-in: it needs an FP8 GPU — Ada, Hopper, Blackwell — to run fast; elsewhere only emulated).
-PRECISIONS = ("fp32", "fp16", "int8", "fp8")
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
+#: ``int8-dynamic`` is the CPU set (int8 weights, activations quantized at run time: ONNX Runtime's
+#: MatMulInteger); the others are the TensorRT-oriented sets.
+PRECISIONS = ("fp32", "fp16", "int8", "fp8", "int8-dynamic")
+DEFAULT_PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+#: Sets made for CPUs: no TensorRT plans are built for them (TensorRT has no MatMulInteger).
+CPU_SETS = ("int8-dynamic",)
+#: Sets a CPU runs natively, timed at build time so that ``backend="auto"`` on a CPU can pick the
+#: fastest faithful one (fp16 / Q-DQ int8 / fp8 graphs are GPU sets a CPU only emulates).
+CPU_TIMED_SETS = ("fp32", "int8-dynamic")
 DEFAULT_OPSET = 18
 #: Weights above this many bytes go to ``<file>.data`` (protobuf's hard limit is 2 GiB; keep margin).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -37,9 +44,10 @@ SETS: dict[str, dict[str, str]] = {
     "fp16": {"vae_encoder": "fp16", "dit": "fp16", "mask_head": "fp32"},
     "int8": {"vae_encoder": "fp32", "dit": "int8", "mask_head": "fp32"},
     "fp8": {"vae_encoder": "fp32", "dit": "fp8", "mask_head": "fp32"},
+    "int8-dynamic": {"vae_encoder": "fp32", "dit": "int8-dynamic", "mask_head": "fp32"},
 }
 #: precision set -> precision of its text-embedder graph.
-EMBEDDER_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "fp32", "fp8": "fp32"}
+EMBEDDER_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "fp32", "fp8": "fp32", "int8-dynamic": "fp32"}
 
 
 def graph_file(stage: str, precision: str) -> str:
@@ -69,6 +77,7 @@ class BuildOptions:
     check_samples: int = 4
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
     text_embedder: bool = True
+    cpu_timing: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -7,6 +7,12 @@ Sets (precision -> file per stage)::
     fp16: vae_encoder.fp16.onnx  dit.fp16.onnx  mask_head.fp32.onnx
     int8: vae_encoder.fp32.onnx  dit.int8.onnx  mask_head.fp32.onnx
     fp8:  vae_encoder.fp32.onnx  dit.fp8.onnx   mask_head.fp32.onnx   (only when asked for)
+    int8-dynamic: vae_encoder.fp32.onnx  dit.int8-dynamic.onnx  mask_head.fp32.onnx   (the CPU set)
+
+The ``int8-dynamic`` DiT is made for CPUs (``quantize_dynamic.py``: int8 weights, activations
+quantized at run time by ONNX Runtime's MatMulInteger; no TensorRT plans). After export, the CPU
+sets (fp32, int8-dynamic) are timed on the build machine (``cpu_timing.py``, the manifest's
+``cpu_timing``), so that ``backend="auto"`` on a CPU opens the fastest one that passed its fidelity gate.
 
 The INT8 and FP8 DiTs are calibrated in PyTorch by NVIDIA Model Optimizer on real DiT inputs (the
 ``--calib`` samples through the VAE encoder and the embedder) and written as explicit Q/DQ
@@ -58,7 +64,7 @@ from .uptodate import print_line, up_to_date
 
 # Build order: fp32 graphs first (sources of the fp16 VAE and the int8/fp8 DiTs).
 _ORDER = [("vae_encoder", "fp32"), ("dit", "fp32"), ("mask_head", "fp32"), ("vae_encoder", "fp16"),
-          ("dit", "fp16"), ("dit", "int8"), ("dit", "fp8")]
+          ("dit", "fp16"), ("dit", "int8"), ("dit", "fp8"), ("dit", "int8-dynamic")]
 QUANTIZED = ("int8", "fp8")
 FOLDED = ["t* and x_t* = t*·ε* (fixed noise) with its patch tokens",
           "time embedding and AdaLN modulation of both frames (t = 0 image frame, t = t* mask frame)",
@@ -206,6 +212,7 @@ class _Build:
                     self._artifact(stage, precision, previous)
             self.embedder.run(previous)
             self.trt.run(previous)
+            self.cpu_timing = self._time_cpu_sets()
             data = self._manifest(inputs)
             listed = listed_files(data)
             commit(staging, [f for f in self.staged if f in listed], data, listed_files(self.old_data), self.log)
@@ -313,6 +320,10 @@ class _Build:
         if (stage, precision) == ("vae_encoder", "fp16"):
             big = module_bytes(model.vae.encoder) // 2 > opts.external_data_threshold
             return convert_vae_to_fp16(self._source(stage), path, external_data=big)
+        if (stage, precision) == ("dit", "int8-dynamic"):
+            from .quantize_dynamic import quantize_dynamic_dit
+
+            return quantize_dynamic_dit(self._source("dit"), path)
         if stage == "dit" and precision in QUANTIZED:
             from .quantize import quantize_dit
 
@@ -323,6 +334,23 @@ class _Build:
                                    progress=opts.progress)
             return {**details, "calibration": self.calibration_record()}
         raise ValueError(f"no exporter for the {precision} {stage}")
+
+    def _time_cpu_sets(self) -> dict | None:
+        """The manifest's ``cpu_timing`` (``cpu_timing.py``), or None when not asked for / no CPU set."""
+        from .cpu_timing import time_cpu_sets, timed_sets
+
+        wanted = timed_sets(self.opts.precisions)
+        if not self.opts.cpu_timing or not wanted:
+            return None
+        paths = {}
+        for precision in wanted:
+            files = {}
+            for stage, file in onnx_set(precision).items():
+                staged = self.staging.path(file)
+                files[stage] = staged if staged.is_file() else self.out / file
+            paths[precision] = files
+        self.log(f"timing the CPU sets {wanted} on this machine (for backend='auto' on a CPU)")
+        return time_cpu_sets(paths, self.reference().feeds, log=self.log)
 
     def _record(self, stage, precision, path: Path, details: dict, seconds: float, fidelity: dict) -> dict:
         inputs, outputs = io_specs(path)
@@ -355,6 +383,7 @@ class _Build:
                 "artifacts": [r for (stage, p, _), r in self.records.items() if (stage, p) in self.listed]
                              + self.embedder.artifacts(),
                 "embedder_runtime": "onnx" if self.embedder.records else "torch",
+                "cpu_timing": self.cpu_timing,
                 "text_embedder": self.embedder.manifest_entry(),
                 "sets": sets}
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import BackendUnavailableError
 from .manifest import file_record
-from .options import SETS
+from .options import CPU_SETS, SETS
 from .tensorrt_build import TensorRTBuildConfig, build_plan, tensorrt_available, trtexec_command
 
 TIMING_CACHE = "timing.cache"
@@ -83,7 +83,8 @@ class TensorRTStep:
                 self.refused["fp8"] = reason
 
     def _graphs(self) -> list[tuple[str, str]]:
-        wanted = {(s, p) for q in self.build.opts.precisions if q not in self.refused for s, p in SETS[q].items()}
+        wanted = {(s, p) for q in self.build.opts.precisions if q not in self.refused and q not in CPU_SETS
+                  for s, p in SETS[q].items()}
         return [key for key in self.build.records if (key[0], key[1]) in wanted and key[2] == "onnx"]
 
     def _config(self, stage: str) -> TensorRTBuildConfig:
@@ -143,7 +144,7 @@ class TensorRTStep:
 
     def set_files(self, precision: str) -> dict[str, str] | None:
         """Stage -> plan file of the ``precision`` set, or None when plans were not built."""
-        if not self.plans or precision in self.refused:
+        if not self.plans or precision in self.refused or precision in CPU_SETS:
             return None
         return {stage: self.plans[(stage, p)] for stage, p in SETS[precision].items()}
 

@@ -34,7 +34,7 @@ from ..config import GenMaskConfig
 from ..errors import GenMaskError
 from . import signatures
 from .manifest import MANIFEST_NAME, Manifest, checkpoint_sha256, load_manifest, tool_versions, verify_files
-from .options import (EMBEDDER_PRECISION, SETS, STAGES, BuildOptions, BuildResult, build_inputs, changed_inputs,
+from .options import (CPU_TIMED_SETS, EMBEDDER_PRECISION, SETS, STAGES, BuildOptions, BuildResult, build_inputs, changed_inputs,
                       checkpoint_entry, default_out, onnx_set)
 from .staging import BuildLock, BuildLockedError, build_leftovers
 from .tensorrt_steps import availability, log_skipped, skipped_summary
@@ -106,6 +106,9 @@ def _same_layout(data: dict[str, Any], config: GenMaskConfig, opts: BuildOptions
         return False
     artifacts = sorted((a["stage"], a["precision"], a["runtime"]) for a in data["artifacts"])
     if artifacts != _expected_artifacts(config, opts):
+        return False
+    timed = opts.cpu_timing and any(p in CPU_TIMED_SETS for p in opts.precisions)
+    if timed != bool(data.get("cpu_timing")):  # CPU timing asked for and missing, or the reverse
         return False
     if any(a.get("profiles") != signatures.profiles(a["stage"], config, opts.max_batch, prompt_tokens)
            for a in _graphs(data)):

@@ -1,0 +1,34 @@
+"""The ``int8-dynamic`` DiT: a CPU-targeted graph with int8 weights and activations quantized at run time.
+
+ONNX Runtime's ``quantize_dynamic`` rewrites every MatMul whose second input is a constant weight
+(``MatMulConstBOnly``) into ``DynamicQuantizeLinear`` + ``MatMulInteger`` (uint8 activations with
+a per-call scale, int8 per-tensor weights): the int8 GEMM path of ONNX Runtime's CPU provider
+(AVX-512-VNNI / AMX / AVX2 kernels). Nothing is calibrated: activation ranges are measured on every
+call, so there is no calibration set to mismatch. The graph runs on ONNX Runtime (CPU) and on
+OpenVINO; TensorRT has no MatMulInteger, so this set never gets plans (``CPU_SETS``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .onnx_io import external_data_files
+
+INT8_DYNAMIC_METHOD = ("onnxruntime.quantization.quantize_dynamic on the fp32 DiT graph: MatMul with constant "
+                       "weights only (MatMulConstBOnly), QInt8 per-tensor weights, uint8 activations quantized at "
+                       "run time (DynamicQuantizeLinear + MatMulInteger); for CPUs (ONNX Runtime, OpenVINO)")
+
+
+def quantize_dynamic_dit(source: Path, out: Path) -> dict[str, Any]:
+    """Write the ``int8-dynamic`` DiT ``out`` from the fp32 DiT graph ``source``; returns the
+    manifest's ``details`` (method, base precision, whether weights are external data)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    external = bool(external_data_files(source))
+    out.unlink(missing_ok=True)
+    out.with_name(out.name + ".data").unlink(missing_ok=True)
+    quantize_dynamic(str(source), str(out), op_types_to_quantize=["MatMul"], per_channel=False,
+                     weight_type=QuantType.QInt8, use_external_data_format=external,
+                     extra_options={"MatMulConstBOnly": True})
+    return {"method": INT8_DYNAMIC_METHOD, "base": "fp32", "external_data": external}
