@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import math
 import pickle
 import sys
@@ -101,7 +102,7 @@ def test_latency_pipeline_quick(tiny_engines, tmp_path, restore_threads):
     assert res["resolution"] == 32
     targets = {t["target"]: t for t in res["targets"]}
     assert list(targets)[0] == "torch-eager"
-    for name in ("torch-eager", "ort-cpu-fp32", "ort-cpu-fp16", "ort-cpu-int8-dynamic"):
+    for name in ("torch-eager", "ort-cpu-fp32", "ort-cpu-fp16"):
         entry = targets[name]
         assert entry["status"] == "ok", entry["reason"]
         assert set(entry["stages"]) == {"vae_encoder", "dit", "mask_head", "end_to_end"}
@@ -116,7 +117,9 @@ def test_latency_pipeline_quick(tiny_engines, tmp_path, restore_threads):
         fidelity = targets[name]["fidelity"]
         assert fidelity["e2e_mask_iou"] > 0.9 and fidelity["dit_cosine"] > 0.99
     assert targets["ort-cpu-fp32"]["fidelity"]["dit_max_abs_diff"] < 1e-3
-    assert targets["ort-cpu-int8"]["status"] == "skipped" and "int8" in targets["ort-cpu-int8"]["reason"]
+    for name in ("ort-cpu-int8", "ort-cpu-int8-dynamic"):  # sets the engines lack, with --no-build
+        assert targets[name]["status"] == "skipped" and "int8" in targets[name]["reason"]
+    assert "open_engines" in targets["ort-cpu-fp32"]["details"]["opened_with"]
     if not torch.cuda.is_available():
         assert targets["trt-fp16"]["status"] == "skipped" and "CUDA" in targets["trt-fp16"]["reason"]
     embed = res["shared"]["embed"][0]
@@ -127,8 +130,11 @@ def test_latency_pipeline_quick(tiny_engines, tmp_path, restore_threads):
 
 @requires_exporter
 def test_latency_dit_only_quick(tiny_engines, tmp_path, restore_threads):
-    """DiT-only mode (what the real-size run uses), reusing the fixture's DiT graph."""
-    engines, checkpoint = tiny_engines
+    """DiT-only mode (what the real-size run uses) on a copy of the fixture's engines: the missing
+    int8-dynamic set is added by build_engines (the other files are reused)."""
+    source, checkpoint = tiny_engines
+    engines = tmp_path / "engines"
+    shutil.copytree(source, engines)
     out = tmp_path / "results"
     argv = ["--model", str(checkpoint), "--mode", "dit-only", "--engines", str(engines), "--quick", "--threads", "1",
             "--backends", "torch-eager,torch-bf16,ort-cpu-fp32,ort-cpu-int8-dynamic,ov-cpu-fp32,ov-cpu-fp32-bf16",
@@ -155,14 +161,18 @@ def test_latency_dit_only_quick(tiny_engines, tmp_path, restore_threads):
         assert by_name["ov-cpu-fp32-bf16"]["fidelity"]["dit_cosine"] > 0.99
     dynamic = next(e for e in res["targets"] if e["target"] == "ort-cpu-int8-dynamic")
     assert "quantize_dynamic" in res["artifacts"]["methods"]["int8-dynamic"]["method"]
-    assert dynamic["fidelity"]["dit_cosine"] > 0.9
+    assert res["artifacts"]["build_seconds"]["engines"] > 0  # the set was built by build_engines
+    assert json.loads((engines / "manifest.json").read_text())["sets"]["int8-dynamic"]["onnx"]["dit"] == \
+        "dit.int8-dynamic.onnx"
+    assert dynamic["fidelity"]["dit_cosine"] > 0.9 and dynamic["details"]["files"]["dit"] == "dit.int8-dynamic.onnx"
+    assert dynamic["details"]["dit_build_fidelity"]["reference"] == "pytorch float32"
 
 
 @pytest.mark.slow
 @requires_exporter
 def test_latency_dit_only_exports_and_reuses(tmp_path, restore_threads):
-    """DiT-only export path of the real-size run (on the tiny preset): export + quantize_dynamic,
-    then a second run reuses the graphs from --work-dir."""
+    """The real-size run's path on the tiny preset: random weights built by build_engines into
+    --work-dir (int8 calibrated on random inputs, int8-dynamic), then a second run reuses them."""
     out, work = tmp_path / "results", tmp_path / "work"
     argv = ["--model", "tiny", "--mode", "dit-only", "--quick", "--threads", "1",
             "--backends", "torch-eager,ort-cpu-fp32,ort-cpu-int8,ort-cpu-int8-dynamic",
@@ -171,12 +181,14 @@ def test_latency_dit_only_exports_and_reuses(tmp_path, restore_threads):
     assert latency.main(argv) == 0
     first = _check_files(out, "export")["resolutions"][0]
     assert all(e["status"] == "ok" for e in first["targets"]), [e["reason"] for e in first["targets"]]
-    assert "random" in first["artifacts"]["methods"]["int8"]["calibration"]
-    stamp = json.loads((work / "r32" / "stamp.json").read_text())
-    assert set(stamp["files"]) == {"fp32", "int8", "int8-dynamic"}
-    before = {p.name: p.stat().st_mtime_ns for p in (work / "r32").glob("*.onnx")}
+    assert first["artifacts"]["methods"]["int8"]["calibration"]["source"]["kind"] == "random"
+    manifest = json.loads((work / "engines-r32" / "manifest.json").read_text())
+    assert set(manifest["sets"]) == {"fp32", "int8", "int8-dynamic"} and manifest["cpu_timing"]
+    before = {p.name: p.stat().st_mtime_ns for p in (work / "engines-r32").glob("*.onnx")}
     assert latency.main(argv) == 0
-    assert {p.name: p.stat().st_mtime_ns for p in (work / "r32").glob("*.onnx")} == before
+    again = _check_files(out, "export")["resolutions"][0]
+    assert "engines" not in again["artifacts"]["build_seconds"]
+    assert {p.name: p.stat().st_mtime_ns for p in (work / "engines-r32").glob("*.onnx")} == before
 
 
 # ------------------------------------------------------------------------------------ FLOPs

@@ -94,26 +94,30 @@ class Opened:
 
 
 def open_engines(manifest, config, backend: str, precision: str | None, device: Device,
-                 ort_provider: str | None, verify: bool = True, openvino_hint: str | None = "f32") -> Opened:
+                 ort_provider: str | None, verify: bool = True, openvino_hint: str | None = "f32",
+                 threads: int | None = None) -> Opened:
     """Load the requested backend, or for ``auto`` the first in ``AUTO_ORDER`` that works.
 
     ``manifest`` is the exporter's ``Manifest``; ``precision`` a set name, or None to let the SDK
     choose (``choose_precision``); ``verify`` also checks the checkpoint's sha256 when the torch
     backend loads it. ``openvino_hint``: OpenVINO's inference precision for ``backend="openvino"``
-    (``runtime.openvino_runner``; never chosen by ``auto``)."""
+    (``runtime.openvino_runner``; never chosen by ``auto``). ``threads``: CPU threads of the ONNX
+    Runtime (intra-op) or OpenVINO graphs; None = the runtime's default (one per physical core)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be None or an int >= 1, got {threads!r}.")
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}.")
     choice = None
     if precision is None:
         precision, choice = choose_precision(manifest, backend, device)
         logger.info("Segmenter: %s", choice)
-    opened = _open_engines(manifest, config, backend, precision, device, ort_provider, verify, openvino_hint)
+    opened = _open_engines(manifest, config, backend, precision, device, ort_provider, verify, openvino_hint, threads)
     opened.precision, opened.precision_choice = precision, choice
     return opened
 
 
 def _open_engines(manifest, config, backend: str, precision: str, device: Device,
-                  ort_provider: str | None, verify: bool, openvino_hint: str | None) -> Opened:
+                  ort_provider: str | None, verify: bool, openvino_hint: str | None, threads: int | None) -> Opened:
     directory = manifest.directory
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -129,7 +133,7 @@ def _open_engines(manifest, config, backend: str, precision: str, device: Device
         if backend == "onnxruntime" and provider == "cpu" and device.type == "cuda":
             raise ConfigError(f"ort_provider='cpu' runs the graphs on the CPU but device={str(device)!r}; "
                               "pass device='cpu' (or ort_provider='cuda').")
-        return _open(manifest, config, backend, provider, precision, device, verify, openvino_hint)
+        return _open(manifest, config, backend, provider, precision, device, verify, openvino_hint, threads)
     skipped: list[dict[str, str]] = []
     for name, provider, needs_gpu in AUTO_ORDER:
         label = name + (f"[{provider}]" if provider else "")
@@ -137,7 +141,7 @@ def _open_engines(manifest, config, backend: str, precision: str, device: Device
             skipped.append({"option": label, "reason": f"needs a CUDA device, running on {device}"})
             continue
         try:
-            opened = _open(manifest, config, name, provider, precision, device, verify)
+            opened = _open(manifest, config, name, provider, precision, device, verify, threads=threads)
         except BackendUnavailableError as exc:
             skipped.append({"option": label, "reason": str(exc)})
             continue
@@ -151,7 +155,7 @@ def _open_engines(manifest, config, backend: str, precision: str, device: Device
 
 
 def _open(manifest, config, backend: str, provider: str | None, precision: str, device: Device,
-          verify: bool, openvino_hint: str | None = "f32") -> Opened:
+          verify: bool, openvino_hint: str | None = "f32", threads: int | None = None) -> Opened:
     directory = manifest.directory
     if backend == "torch":
         return _open_torch(manifest, config, precision, device, verify)
@@ -180,7 +184,7 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
         runners, stream = _load_tensorrt(directory, artifacts, device)
         pipeline = RunnerPipeline("tensorrt", runners, device, host_io=False, owned=[stream])
     elif backend == "openvino":  # the set's ONNX graphs compiled by OpenVINO for the CPU (host numpy in and out)
-        runners = _load_openvino(directory, artifacts, openvino_hint)
+        runners = _load_openvino(directory, artifacts, openvino_hint, threads)
         pipeline = RunnerPipeline("openvino", runners, Device("cpu"), host_io=True)
         options = {"precision_hint": openvino_hint,
                    "inference_precision": {stage: r.inference_precision for stage, r in runners.items()}}
@@ -190,7 +194,7 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
                 f"onnxruntime provider {provider!r} runs on a CUDA device, but device={str(device)!r}; "
                 "pass device='cuda' or ort_provider='cpu'."
             )
-        runners = _load_onnxruntime(directory, artifacts, provider, device)
+        runners = _load_onnxruntime(directory, artifacts, provider, device, threads)
         on_cpu = provider == "cpu"  # (auto on a GPU host may end here: the fallback is recorded)
         pipeline = RunnerPipeline("onnxruntime", runners, Device("cpu") if on_cpu else device, host_io=on_cpu)
     _check_or_close(pipeline, config, artifacts)
@@ -208,11 +212,12 @@ def _check_or_close(pipeline, config, artifacts: Mapping[str, Mapping[str, Any]]
         raise
 
 
-def _load_openvino(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], hint: str | None) -> dict:
+def _load_openvino(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], hint: str | None,
+                   threads: int | None = None) -> dict:
     from .runtime.openvino_runner import OpenVinoRunner, import_openvino
 
     import_openvino()  # BackendUnavailableError with install instructions when missing
-    return load_all_runners({stage: OpenVinoRunner(directory / a["file"], device="CPU", precision_hint=hint)
+    return load_all_runners({stage: OpenVinoRunner(directory / a["file"], device="CPU", precision_hint=hint, threads=threads)
                              for stage, a in artifacts.items()})
 
 
@@ -234,7 +239,7 @@ def _load_tensorrt(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], 
 
 
 def _load_onnxruntime(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], provider: str,
-                      device: Device) -> dict:
+                      device: Device, threads: int | None = None) -> dict:
     try:
         from .runtime.onnxruntime_runner import OnnxRuntimeRunner
     except ImportError as exc:
@@ -242,7 +247,7 @@ def _load_onnxruntime(directory: Path, artifacts: Mapping[str, Mapping[str, Any]
     index = device.index or 0
     on_device = provider != "cpu"  # CUDA / TensorRT EP: stage outputs stay on the GPU as OrtValues
     return load_all_runners({stage: OnnxRuntimeRunner(directory / a["file"], provider=provider, device_id=index,
-                                                      device_outputs=on_device)
+                                                      device_outputs=on_device, intra_op_num_threads=threads)
                              for stage, a in artifacts.items()})
 
 

@@ -112,7 +112,8 @@ class Segmenter:
     @classmethod
     def from_engines(cls, directory: str | os.PathLike, backend: str = "auto", precision: str | None = None,
                      device: str | None = None, *, ort_provider: str | None = None,
-                     openvino_hint: str | None = "f32", verify: bool = True) -> "Segmenter":
+                     openvino_hint: str | None = "f32", threads: int | None = None,
+                     verify: bool = True) -> "Segmenter":
         """Open an engines directory written by ``genmask build``.
 
         Args:
@@ -135,6 +136,8 @@ class Segmenter:
                 set's own precision, the default), ``"bf16"`` (faster on CPUs with AVX-512-BF16 /
                 AMX; less exact) or None (OpenVINO's default for the CPU, bf16 where it has it).
                 ``describe()["runtime_options"]`` reports what each stage computes in.
+            threads: CPU threads of the ONNX Runtime / OpenVINO graphs (None: the runtime's
+                default, one per physical core); set it when the robot's CPU is shared.
             verify: check every artefact's sha256 against the manifest before loading.
         """
         from .embedders import load_embedder
@@ -145,7 +148,7 @@ class Segmenter:
         config = manifest_config(manifest)
         resolved, device_note = resolve_device(device)
         opened: Opened = open_engines(manifest, config, backend, precision, resolved, ort_provider, verify,
-                                      openvino_hint=openvino_hint)
+                                      openvino_hint=openvino_hint, threads=threads)
         fallbacks = ([{"option": "device", "reason": device_note}] if device_note else []) + opened.fallbacks
         if opened.model is not None:
             embedder = opened.model.embedder

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .latency import at_resolution, load_model, prepare_pipeline_artifacts
+from .latency import at_resolution, load_model, prepare_artifacts
 from .system import hardware, versions
 from .targets import REFERENCE, TargetUnavailable, open_target, parse_targets
 
@@ -200,9 +200,7 @@ def open_segmenters(specs, artifacts, model, embedder, device, settings, log) ->
     opened, problems = {}, []
     for spec in specs:
         try:
-            target = open_target(spec, artifacts, model=model, device=device, threads=settings.threads,
-                                 stages=("vae_encoder", "dit", "mask_head"), max_batch=max(settings.batch_sizes),
-                                 max_prompt_tokens=model.config.embedder.max_prompt_tokens, log=log)
+            target = open_target(spec, artifacts, model=model, device=device, threads=settings.threads, log=log)
         except TargetUnavailable as exc:
             problems.append({"target": spec.name, "label": spec.label, "status": "skipped", "reason": str(exc)})
             log(f"{spec.name}: skipped: {exc}")
@@ -250,7 +248,7 @@ def run_accuracy(settings: AccuracySettings, log: Callable[[str], None] | None =
     }
     try:
         latency_like = _LatencyView(settings)
-        artifacts = prepare_pipeline_artifacts(model, source, resolution, specs, latency_like, work_dir, device, log)
+        artifacts = prepare_artifacts(model, source, resolution, "pipeline", specs, latency_like, work_dir, device, log)
         embedder = model.embedder
         segmenters, problems = open_segmenters(specs, artifacts, model, embedder, device, settings, log)
         datasets: list[Dataset | dict] = []
@@ -287,7 +285,7 @@ def run_accuracy(settings: AccuracySettings, log: Callable[[str], None] | None =
 
 
 class _LatencyView:
-    """The few settings ``prepare_pipeline_artifacts`` reads, from AccuracySettings."""
+    """The few settings ``latency.prepare_artifacts`` reads, from AccuracySettings."""
 
     def __init__(self, settings: AccuracySettings) -> None:
         self.engines = settings.engines
@@ -296,4 +294,5 @@ class _LatencyView:
         self.build = settings.build
         self.batch_sizes = settings.batch_sizes
         self.progress = settings.progress
+        self.int8_calib_samples = 8  # random-weight models only: int8 calibrated on random inputs
 

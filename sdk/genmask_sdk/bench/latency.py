@@ -3,15 +3,17 @@
 ``run_latency(LatencySettings(...))`` returns a JSON-ready dict (schema in
 ``benchmarks/README.md``); ``benchmarks/latency.py`` parses arguments and writes the files.
 
-Modes:
+Both modes run an engines directory written by ``build_engines`` (built here when missing, built
+for other weights, or lacking a requested set; reused otherwise, as the exporter decides), and open
+engine targets with the loader ``Segmenter.from_engines`` uses (``targets.open_target``):
 
-* ``pipeline`` — an engines directory (built with ``build_engines`` when missing or lacking a
-  requested set); stages ``vae_encoder``, ``dit`` (at each batch size), ``mask_head`` and
+* ``pipeline`` — stages ``vae_encoder``, ``dit`` (at each batch size), ``mask_head`` and
   ``end_to_end`` (``Segmenter.predict(image, prompts)``: preprocess, embed, VAE, DiT, head,
   postprocess, with the prompt cache cleared before every call). The embedder always runs in
   PyTorch and is timed once (``embed``).
-* ``dit-only`` — only the DiT graph is exported (real-size model with random weights); random
-  N(0, 1) latents and contexts of ``prompt_tokens`` tokens.
+* ``dit-only`` — only the DiT is timed (the real-size model with random weights, whose Qwen2.5-VL
+  embedder is not loaded): random N(0, 1) latents and contexts of ``prompt_tokens`` tokens. Its
+  build calibrates int8 on random inputs (``--int8-calib-samples``) and checks one input.
 
 Every target's figures carry ``ratio_vs_reference``: its p50 over PyTorch eager fp32's p50 for the
 same stage and batch, measured in the same run (< 1 is faster).
@@ -35,9 +37,8 @@ from .flops import (DIT_FORMULA, EMBED_FORMULA, HEAD_FORMULA, VAE_FORMULA, dit_f
                     mask_head_flops, vae_encoder_flops)
 from .stats import summarize, time_calls
 from .system import cpu_has_native_bf16, gemm_peak, hardware, peak_memory, versions
-from .targets import (REFERENCE, Artifacts, OpenedTarget, TargetSpec, TargetUnavailable, config_stamp,
-                      detached_head, export_dit_graphs, open_target, parse_targets, quantize_dynamic_dit,
-                      unavailable_reason)
+from .targets import (PIPELINE_STAGES, REFERENCE, Artifacts, OpenedTarget, TargetSpec, TargetUnavailable,
+                      detached_head, open_target, parse_targets, unavailable_reason)
 
 SCHEMA = "genmask-bench-latency/1"
 RANDOM_PRESETS = ("wan2.1-1.3b", "tiny")
@@ -45,7 +46,6 @@ RANDOM_PRESETS = ("wan2.1-1.3b", "tiny")
 PROMPTS = ("the red circle", "the orange star", "the largest shape", "the blue square on the left",
            "the small green triangle", "the shape right of the red circle", "the purple hexagon",
            "the smallest shape in the picture")
-PIPELINE_STAGES = ("vae_encoder", "dit", "mask_head")
 
 
 @dataclass
@@ -107,12 +107,15 @@ def at_resolution(model, resolution: int):
 
 
 # ------------------------------------------------------------------------------------ engines
-def prepare_pipeline_artifacts(model, source: dict, resolution: int, specs: list[TargetSpec], settings,
-                               work_dir: Path, device: torch.device, log) -> Artifacts:
-    """An engines directory holding every set the runnable ``specs`` need (built if allowed)."""
-    from ..export.pipeline import build_engines
-    from ..errors import ArtifactMismatchError, ArtifactNotFoundError
+def prepare_artifacts(model, source: dict, resolution: int, mode: str, specs: list[TargetSpec], settings,
+                      work_dir: Path, device: torch.device, log) -> Artifacts:
+    """An engines directory (``build_engines``) holding every set the runnable ``specs`` need:
+    ``--engines`` / ``engines_root`` for checkpoints, ``work_dir`` for random weights; built when
+    missing, built from other weights, or lacking a set (unless ``--no-build``)."""
     from ..engine_dir import open_manifest
+    from ..errors import ArtifactMismatchError, ArtifactNotFoundError
+    from ..export.options import PRECISIONS
+    from ..export.pipeline import build_engines
 
     native = source.get("native_resolution", model.config.resolution)
     if settings.engines:
@@ -128,8 +131,7 @@ def prepare_pipeline_artifacts(model, source: dict, resolution: int, specs: list
     for spec in specs:
         if spec.family == "torch" or unavailable_reason(spec, device):
             continue
-        runtime = "tensorrt" if spec.family == "tensorrt" else "onnx"
-        needed.add((runtime, "fp32" if spec.precision == "int8-dynamic" else spec.precision))
+        needed.add(("tensorrt" if spec.family == "tensorrt" else "onnx", spec.precision))
     manifest, problem = None, None
     try:
         manifest = open_manifest(directory, verify=True)
@@ -151,7 +153,7 @@ def prepare_pipeline_artifacts(model, source: dict, resolution: int, specs: list
             log(f"{directory} lacks {sorted(missing)}; those targets will be skipped (--no-build)")
         else:
             precisions = {p for _, p in needed} | (set(manifest.precisions) if manifest and not problem else set())
-            precisions = sorted(precisions or {"fp32"}, key=["fp32", "fp16", "int8", "fp8"].index)
+            precisions = sorted(precisions or {"fp32"}, key=PRECISIONS.index)
             trt = "on" if any(r == "tensorrt" for r, _ in needed) else "off"
             previous_batch = (manifest.data.get("max_batch") or 0) if manifest else 0
             log(f"building engines {directory} ({', '.join(precisions)}; tensorrt {trt}): "
@@ -160,37 +162,24 @@ def prepare_pipeline_artifacts(model, source: dict, resolution: int, specs: list
             options = dict(precisions=precisions, resolution=resolution, tensorrt=trt,
                            max_batch=max(previous_batch, max(settings.batch_sizes)), progress=settings.progress,
                            log=lambda line: log(f"[build] {line}"))
-            if source["kind"] == "checkpoint":
-                result = build_engines(source["path"] or source["name"], directory, **options)
-            else:
-                result = build_engines(model=model, out=directory, calib="random", check_samples=1, **options)
+            with peak_memory("cpu") as memory:
+                if source["kind"] == "checkpoint":
+                    result = build_engines(source["path"] or source["name"], directory, **options)
+                else:
+                    layers = int(model.config.transformer["num_layers"])
+                    result = build_engines(model=model, out=directory, calib="random", check_samples=1,
+                                           calib_size=settings.int8_calib_samples, text_embedder=mode == "pipeline",
+                                           int8_keep_blocks=1 if layers > 2 else 0, **options)
             build_seconds["engines"] = round(time.perf_counter() - start, 1)
+            build_seconds["peak_rss_mib"] = memory.get("host_peak_rss_mib")
             manifest = result.manifest
-    artifacts = Artifacts("pipeline", directory, model.config, manifest=manifest, work_dir=work_dir,
-                          build_seconds=build_seconds)
     if manifest is None:
         raise RuntimeError(f"no usable engines in {directory}")
+    artifacts = Artifacts(directory, manifest.config, manifest, build_seconds=build_seconds)
     for record in manifest.artifacts:
         if record["stage"] == "dit" and record["runtime"] == "onnx":
             artifacts.methods[record["precision"]] = record.get("details")
-    if any(s.precision == "int8-dynamic" for s in specs):
-        add_int8_dynamic(artifacts, artifacts.dit_fp32(), work_dir / f"r{resolution}", log)
     return artifacts
-
-
-def add_int8_dynamic(artifacts: Artifacts, fp32: Path, directory: Path, log) -> None:
-    """``quantize_dynamic`` the fp32 DiT into ``directory`` (a failure is kept for its targets)."""
-    out = directory / "dit.int8-dynamic.onnx"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    try:
-        artifacts.methods["int8-dynamic"] = quantize_dynamic_dit(fp32, out)
-    except Exception as exc:  # noqa: BLE001 - recorded as the int8-dynamic targets' failure
-        artifacts.failures["int8-dynamic"] = f"{type(exc).__name__}: {str(exc).strip()[:1000]}"
-        log(f"quantize_dynamic failed: {artifacts.failures['int8-dynamic'][:300]}")
-        return
-    artifacts.build_seconds["int8-dynamic"] = round(time.perf_counter() - start, 1)
-    artifacts.dit_files["int8-dynamic"] = out
 
 
 def engines_mismatch(manifest, model, source: dict) -> str | None:
@@ -211,38 +200,6 @@ def engines_mismatch(manifest, model, source: dict) -> str | None:
         if recorded != _state_sha256(model):
             return f"{manifest.directory} was built from other weights than {source['name']} seed {source.get('seed')}"
     return None
-
-
-def prepare_dit_artifacts(model, source: dict, resolution: int, specs: list[TargetSpec], settings, work_dir: Path,
-                          device: torch.device, log) -> Artifacts:
-    """DiT-only graphs: reuse ``--engines`` when it holds this model's DiT, else export here."""
-    precisions = []
-    for spec in specs:
-        if spec.family != "torch" and not unavailable_reason(spec, device):
-            precisions.append(spec.precision)
-    precisions = list(dict.fromkeys(precisions))
-    if settings.engines:
-        from ..engine_dir import open_manifest
-
-        manifest = open_manifest(settings.engines, verify=True)
-        problem = engines_mismatch(manifest, model, source)
-        if problem:
-            raise RuntimeError(f"{problem}; drop --engines to export the DiT here")
-        artifacts = Artifacts("dit-only", Path(settings.engines), model.config, work_dir=work_dir)
-        for record in manifest.artifacts:
-            if record["stage"] == "dit" and record["runtime"] == "onnx":
-                artifacts.dit_files[record["precision"]] = Path(settings.engines) / record["file"]
-                artifacts.methods[record["precision"]] = record.get("details")
-        if "fp32" not in artifacts.dit_files:
-            raise RuntimeError(f"{settings.engines} has no fp32 DiT graph")
-        if "int8-dynamic" in precisions:
-            add_int8_dynamic(artifacts, artifacts.dit_files["fp32"], work_dir / f"r{resolution}", log)
-        return artifacts
-    stamp = config_stamp(model.config, source.get("seed"), f"{source['kind']}:{source.get('path') or source['name']}")
-    graph_precisions = [p for p in precisions if p in ("fp32", "fp16", "int8", "fp8", "int8-dynamic")]
-    return export_dit_graphs(model, work_dir / f"r{resolution}", graph_precisions, stamp=stamp,
-                             calib_samples=settings.int8_calib_samples, prompt_tokens=settings.prompt_tokens,
-                             log=log)
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -515,9 +472,8 @@ def run_resolution(holder: dict, source, embedder, resolution, mode, specs, sett
     mode it is released (set to None) once the PyTorch targets are done, to make room for the
     ONNX Runtime sessions."""
     model = holder["model"]
-    log(f"resolution {resolution}: preparing {mode} graphs")
-    prepare = prepare_pipeline_artifacts if mode == "pipeline" else prepare_dit_artifacts
-    artifacts = prepare(model, source, resolution, specs, settings, work_dir, device, log)
+    log(f"resolution {resolution}: preparing engines ({mode})")
+    artifacts = prepare_artifacts(model, source, resolution, mode, specs, settings, work_dir, device, log)
     config = model.config
     if mode == "pipeline":
         inputs = pipeline_inputs(model, embedder, sorted(set(settings.batch_sizes) | set(settings.e2e_batch_sizes)))
@@ -548,7 +504,6 @@ def run_resolution(holder: dict, source, embedder, resolution, mode, specs, sett
     n_measures = len(settings.batch_sizes) + (3 + len(settings.e2e_batch_sizes) if mode == "pipeline" else 0)
     entries: list[dict[str, Any]] = []
     outputs_by_target: dict[str, dict[str, np.ndarray]] = {}
-    stages = PIPELINE_STAGES if mode == "pipeline" else ("dit",)
     torch_left = sum(1 for s in specs if s.family == "torch")
     with tqdm(total=n_measures * len(specs), desc=f"latency r{resolution}", disable=not settings.progress,
               file=sys.stderr) as bar:
@@ -561,8 +516,7 @@ def run_resolution(holder: dict, source, embedder, resolution, mode, specs, sett
                 try:
                     start = time.perf_counter()
                     target = open_target(spec, artifacts, model=model, device=device, threads=settings.threads,
-                                         stages=stages, max_batch=max(settings.batch_sizes),
-                                         max_prompt_tokens=max(inputs.prompt_tokens.values()), log=log)
+                                         log=log)
                     entry["open_seconds"] = round(time.perf_counter() - start, 2)
                     entry["details"] = target.details
                     entry["stages"], outputs_by_target[spec.name] = run_target(
