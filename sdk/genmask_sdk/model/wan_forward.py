@@ -9,6 +9,13 @@ materialises a (B, L, 6, D) modulation table. Here the same modules and paramete
   the per-token timestep of DESIGN.md §2 (0 for the image frame, t for the mask frame) with the
   modulation broadcast over a frame axis instead of copied per token.
 
+Attention is ``attention`` below: diffusers' ``WanAttnProcessor`` arithmetic on the same modules,
+written so that the exported graph stays lean for every runtime (ONNX Runtime, OpenVINO, TensorRT):
+the rotary embedding interleaves its two halves with ``stack`` + ``flatten`` instead of strided
+index assignment (which exports as ScatterND), the RoPE tables are pre-sliced to the halves each
+uses, and the prompt key mask is an additive bias (0 / dtype minimum) rather than a boolean mask
+(whose export adds a NaN repair after every softmax). Masked keys get exactly zero weight either way.
+
 ``tests/test_model.py`` checks this against diffusers' own forward with 2-D per-token timesteps.
 
 Shapes: latents (B, C=16, F, h, w) with h, w even; tokens are ordered frame-major
@@ -55,10 +62,45 @@ def frame_modulation(transformer: WanTransformer3DModel, frame_timesteps: torch.
 
 
 def rope_tables(transformer: WanTransformer3DModel, frames: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Wan's real-valued 3-D RoPE (cos, sin), each (1, F·h/2·w/2, 1, head_dim) float32."""
+    """Wan's real-valued 3-D RoPE as the halves ``rotate`` uses: (cos[..., 0::2], sin[..., 1::2]),
+    each (1, F·h/2·w/2, 1, head_dim / 2) float32 (diffusers' tables hold each value twice)."""
     buffer = transformer.rope.freqs_cos
     shape_probe = torch.empty((1, 1, frames, height, width), device=buffer.device, dtype=torch.float32)
-    return transformer.rope(shape_probe)
+    cos, sin = transformer.rope(shape_probe)
+    return cos[..., 0::2].contiguous(), sin[..., 1::2].contiguous()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x (B, L, H, Dh) with the ``rope_tables`` halves: the pairs (x[2i],
+    x[2i+1]) rotate by the token's angle — diffusers' ``apply_rotary_emb`` without index assignment."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
+
+
+def attention(attn, hidden: torch.Tensor, context: torch.Tensor | None = None, key_bias: torch.Tensor | None = None,
+              rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``WanAttention`` (text-to-video layout: no added image K/V, unfused projections) on hidden
+    (B, T, D): self-attention with ``rope`` when ``context`` is None, else cross-attention to
+    context (B, L, D) with the additive ``key_bias`` (B, 1, 1, L) (``cross_attention_mask``)."""
+    if attn.add_k_proj is not None or attn.fused_projections:  # layouts GenMask does not use: diffusers' own path
+        mask = None if key_bias is None else key_bias == 0
+        return attn(hidden, context, mask, None if rope is None else _full_rope(rope))
+    source = hidden if context is None else context
+    query, key, value = attn.to_q(hidden), attn.to_k(source), attn.to_v(source)
+    query, key = attn.norm_q(query), attn.norm_k(key)
+    query, key, value = (t.unflatten(2, (attn.heads, -1)) for t in (query, key, value))
+    if rope is not None:
+        query, key = rotate(query, *rope), rotate(key, *rope)
+    bias = None if key_bias is None else key_bias.to(query.dtype)
+    out = torch.nn.functional.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2),
+                                                           value.transpose(1, 2), attn_mask=bias)
+    out = out.transpose(1, 2).flatten(2, 3).type_as(query)
+    return attn.to_out[1](attn.to_out[0](out))
+
+
+def _full_rope(rope: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The halves back to diffusers' (cos, sin) layout (each value repeated for its pair)."""
+    return tuple(t.repeat_interleave(2, dim=-1) for t in rope)
 
 
 def weight_dtype(transformer: WanTransformer3DModel) -> torch.dtype:
@@ -77,10 +119,12 @@ def context_states(transformer: WanTransformer3DModel, context: torch.Tensor) ->
 
 
 def cross_attention_mask(context_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """Key mask (B, L) bool -> SDPA boolean mask (B, 1, 1, L); True = attend."""
+    """Key mask (B, L) bool (True = real token) -> additive SDPA bias (B, 1, 1, L) float32: 0 for
+    real tokens, the float32 minimum for padding (exactly zero attention weight after softmax)."""
     if context_mask is None:
         return None
-    return context_mask.to(torch.bool)[:, None, None, :]
+    keep = context_mask.to(torch.bool)[:, None, None, :]
+    return torch.where(keep, 0.0, torch.finfo(torch.float32).min).to(torch.float32)
 
 
 def _modulate(normed: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, frames: int) -> torch.Tensor:
@@ -101,17 +145,18 @@ def block_forward(block, hidden, context, attn_mask, proj, rope, frames: int) ->
     """One ``WanTransformerBlock`` (diffusers' arithmetic) with a cross-attention key mask.
 
     hidden (B, F·T, D) float32 residual stream; context (B, L, D) projected; attn_mask
-    (B, 1, 1, L) bool or None; proj (B|1, F, 1, 6, D) float32; rope = (cos, sin).
+    (B, 1, 1, L) additive bias (``cross_attention_mask``) or None; proj (B|1, F, 1, 6, D) float32;
+    rope = the ``rope_tables`` halves (cos, sin).
     """
     compute = block.ffn.net[2].weight.dtype
     table = block.scale_shift_table.float().reshape(1, 1, 1, 6, -1)
     shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = (table + proj).unbind(dim=3)
 
     normed = _modulate(block.norm1(hidden.float()), scale_msa, shift_msa, frames).to(compute)
-    hidden = _gate(hidden, block.attn1(normed, None, None, rope), gate_msa, frames)
+    hidden = _gate(hidden, attention(block.attn1, normed, rope=rope), gate_msa, frames)
 
     normed = block.norm2(hidden.float()).to(compute)
-    hidden = hidden + block.attn2(normed, context, attn_mask, None).float()
+    hidden = hidden + attention(block.attn2, normed, context, attn_mask).float()
 
     normed = _modulate(block.norm3(hidden.float()), c_scale, c_shift, frames).to(compute)
     return _gate(hidden, block.ffn(normed), c_gate, frames)

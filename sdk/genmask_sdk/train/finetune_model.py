@@ -39,7 +39,7 @@ class TrainingBlock(nn.Module):
     """One ``WanTransformerBlock`` whose ``forward`` is ``wan_forward.block_forward``.
 
     forward(hidden (B, F·T, D) float32, context (B, L, D), attn_mask (B, 1, 1, L) bool or None,
-    proj (B, F, 1, 6, D) float32, rope_cos, rope_sin (1, F·T, 1, head_dim), frames) -> (B, F·T, D) float32.
+    proj (B, F, 1, 6, D) float32, rope_cos, rope_sin (1, F·T, 1, head_dim / 2), frames) -> (B, F·T, D) float32.
     """
 
     def __init__(self, block: nn.Module, checkpointing: bool = False) -> None:
