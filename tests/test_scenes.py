@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from genmask_sdk.data import (
+    ABSENT_KIND,
     BACKGROUND_KINDS,
     COLOURS,
     EXPRESSION_KINDS,
@@ -50,7 +51,12 @@ def scenes() -> list[Scene]:
 
 
 def all_expressions(scenes):
-    return [(scene, e) for scene in scenes for e in scene.expressions]
+    """Every expression with a target in the scene (absent-target ones are tested apart)."""
+    return [(scene, e) for scene in scenes for e in scene.expressions if e.kind != ABSENT_KIND]
+
+
+def absent_expressions(scenes):
+    return [(scene, e) for scene in scenes for e in scene.expressions if e.kind == ABSENT_KIND]
 
 
 def eroded(mask: np.ndarray) -> np.ndarray:
@@ -190,6 +196,21 @@ def evaluate(scene: Scene, text: str) -> tuple[str, list[int], list[int]]:
         return ("relation", *relation_referents(scene, parse_description(target), relation,
                                                 parse_description(anchor)))
     return "attribute", matching(scene, parse_description(body)), []
+
+
+def target_and_anchor(text: str) -> tuple[dict[str, str], dict[str, str] | None]:
+    """The constraints of the target DESC of ``text`` in any phrasing, and of its relation anchor."""
+    body = text[len("the "):]
+    first, _, rest = body.partition(" ")
+    if first in SUPERLATIVES or first in MOST_WORDS:
+        return parse_description(rest), None
+    for phrase in ON_PHRASES:
+        if body.endswith(" " + phrase):
+            return parse_description(body[: -len(phrase) - 1]), None
+    match = re.fullmatch(r"(.+?) (above|below|left of|right of) the (.+)", body)
+    if match:
+        return parse_description(match.group(1)), parse_description(match.group(3))
+    return parse_description(body), None
 
 
 def visible_fraction(obj) -> float:
@@ -364,8 +385,9 @@ def test_targets_are_visible_enough(scenes):
 
 
 def test_expression_counts_and_uniqueness(scenes):
-    counts = [len(s.expressions) for s in scenes]
+    counts = [sum(e.kind != ABSENT_KIND for e in s.expressions) for s in scenes]
     assert max(counts) <= 4 and np.mean([c >= 1 for c in counts]) >= 0.97
+    assert all(sum(e.kind == ABSENT_KIND for e in s.expressions) <= 1 for s in scenes)
     assert np.mean(counts) >= 2.0
     for scene in scenes:
         texts = [e.text for e in scene.expressions]
@@ -378,6 +400,35 @@ def test_every_kind_is_frequent(scenes):
     assert set(kinds) == set(EXPRESSION_KINDS)
     for kind in EXPRESSION_KINDS:
         assert kinds[kind] / total >= 0.12, kinds
+
+
+def test_absent_targets_are_about_ten_percent_and_match_nothing(scenes):
+    absent = absent_expressions(scenes)
+    total = sum(len(s.expressions) for s in scenes)
+    assert 0.06 <= len(absent) / total <= 0.15, (len(absent), total)
+    phrasings = collections.Counter()
+    for scene, e in absent:
+        assert e.target == -1 and e.mask.dtype == np.bool_ and not e.mask.any()
+        assert e.mask.shape == scene.image.shape[:2]
+        target, anchor = target_and_anchor(e.text)
+        assert matching(scene, target) == [], (e.text, scene.index)  # nothing in the scene is the target
+        if anchor is not None:  # a relation's anchor does exist, once
+            assert len(matching(scene, anchor)) == 1, (e.text, scene.index)
+        phrasings[evaluate(scene, e.text)[0]] += 1
+    assert set(phrasings) == set(EXPRESSION_KINDS), phrasings  # absent ones come in every phrasing
+
+
+def test_absent_expressions_leave_the_present_ones_unchanged(monkeypatch):
+    """The absent expression is drawn after the present ones: those are what they were without it."""
+    from genmask_sdk.data import expressions as grammar
+    from genmask_sdk.data.scenes import render_layers, scene_rng
+
+    scene = next(s for s in (generate_scene(0, i) for i in range(200)) if s.expressions[-1].kind == ABSENT_KIND)
+    rng = scene_rng(0, scene.index)
+    render_layers(rng, 128)  # the same draws generate_scene makes before the expressions
+    monkeypatch.setattr(grammar, "ABSENT_PROBABILITY", 0.0)
+    present = grammar.referring_expressions(rng, scene.objects, 128)
+    assert [e.text for e in present] == [e.text for e in scene.expressions[:-1]]
 
 
 def test_vocabulary_is_covered(scenes):
@@ -406,6 +457,9 @@ def test_other_sizes(size):
             low, high = SIZE_CLASSES[obj.size_class]
             assert low - 1e-9 <= obj.radius_px / size <= high + 1e-9
         for e in scene.expressions:
+            if e.kind == ABSENT_KIND:
+                assert matching(scene, target_and_anchor(e.text)[0]) == [] and not e.mask.any(), e.text
+                continue
             kind, clear, unclear = evaluate(scene, e.text)
             assert kind == e.kind and clear == [e.target] and not unclear, e.text
 
@@ -421,7 +475,7 @@ def test_dataset_indexing_and_samples():
     assert len(samples) == sum(len(s.expressions) for s in dataset)
     for image, text, mask, kind in samples:
         assert image.shape == (64, 64, 3) and mask.shape == (64, 64) and mask.dtype == np.bool_
-        assert isinstance(text, str) and kind in EXPRESSION_KINDS
+        assert isinstance(text, str) and kind in (*EXPRESSION_KINDS, ABSENT_KIND)
 
 
 def test_captions_mention_every_object():

@@ -62,7 +62,8 @@ class Scene:
     Attributes:
         image: uint8 ``(H, W, 3)`` RGB.
         objects: the shapes, index 0 drawn first (at the back).
-        expressions: 0..4 referring expressions (at least one in practically every scene).
+        expressions: 0..4 referring expressions of objects in the scene (at least one in practically
+            every scene), then in about 28 % of scenes one absent-target expression (``ABSENT_KIND``).
         seed, index: the arguments of ``generate_scene`` that reproduce this scene.
         background: background style, one of ``BACKGROUND_KINDS``.
     """
