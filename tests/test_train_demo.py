@@ -57,3 +57,7 @@ def test_work_directory_with_other_settings_is_refused(tmp_path):
     demo._check_same_run(cfg, tmp_path)
     with pytest.raises(SystemExit, match="other settings"):
         demo._check_same_run(dataclasses.replace(cfg, seed=5), tmp_path)
+    demo._check_same_run(dataclasses.replace(cfg, dit_steps=40), tmp_path)  # DiT settings: fine before the DiT
+    (tmp_path / "dit_state.pt").write_bytes(b"")
+    with pytest.raises(SystemExit, match="dit_steps"):
+        demo._check_same_run(dataclasses.replace(cfg, dit_steps=50), tmp_path)

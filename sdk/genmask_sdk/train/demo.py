@@ -60,14 +60,14 @@ class DemoTrainingConfig:
     low_res_size: int = 128
     low_res_scenes: int = 6000
     low_res_captioned: int = 2000
-    low_res_steps: int = 4500
+    low_res_steps: int = 4000
     low_res_seg_batch: int = 32
     low_res_gen_batch: int = 16
     vae_steps: int = 1500
     vae_batch: int = 16
     vae_lr: float = 1e-3
     vae_crop: int = 64
-    dit_steps: int = 6800
+    dit_steps: int = 6100
     seg_batch: int = 16
     gen_batch: int = 8
     dit_lr: float = 1e-3
@@ -415,13 +415,24 @@ def plain(value):
     return value
 
 
+#: Settings only the DiT and later stages read: they may change until the DiT stage has started.
+LATE_FIELDS = frozenset({"dit_steps", "low_res_steps", "seg_batch", "gen_batch", "low_res_seg_batch",
+                         "low_res_gen_batch", "dit_lr", "warmup_steps", "shift_a", "cfg_dropout", "probe_steps",
+                         "probe_lr", "checkpoint_every", "threads"})
+
+
 def _check_same_run(cfg: DemoTrainingConfig, work: Path) -> None:
-    """Refuse to resume a work directory that was started with different settings."""
+    """Refuse to resume a work directory that was started with different settings (DiT settings
+    may still change while no DiT checkpoint exists: the earlier stages do not read them)."""
     marker = work / "training_config.json"
     text = json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
     if marker.exists() and marker.read_text() != text:
-        raise SystemExit(f"{work} holds a run with other settings; pass a fresh --work directory "
-                         "or delete it to start over.")
+        before = json.loads(marker.read_text())
+        changed = {k for k, v in dataclasses.asdict(cfg).items() if before.get(k) != v}
+        if not changed <= LATE_FIELDS or (work / "dit_state.pt").exists():
+            raise SystemExit(f"{work} holds a run with other settings ({', '.join(sorted(changed))}); pass a fresh "
+                             "--work directory or delete it to start over.")
+        print(f"DiT settings changed before the DiT stage started: {', '.join(sorted(changed))}")
     atomic_write_text(marker, text)
 
 
@@ -432,7 +443,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("runs/demo/work"),
                         help="stage outputs; re-running with the same --work resumes")
     parser.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and sampling")
-    parser.add_argument("--dit-steps", type=int, default=None, help="DiT optimisation steps, both phases (default 6800)")
+    parser.add_argument("--dit-steps", type=int, default=None, help="DiT optimisation steps, both phases (default 6100)")
+    parser.add_argument("--low-res-steps", type=int, default=None, help="steps of the low-resolution phase (default 4000)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run on the tiny preset")
     return parser.parse_args(argv)
@@ -444,6 +456,8 @@ def main(argv=None) -> None:
     overrides = {"seed": args.seed, "threads": args.threads}
     if args.dit_steps is not None:
         overrides["dit_steps"] = args.dit_steps
+    if args.low_res_steps is not None:
+        overrides["low_res_steps"] = args.low_res_steps
     run(dataclasses.replace(cfg, **overrides), args.out, args.work)
 
 
