@@ -374,7 +374,9 @@ def _train_vae_stage(model: GenMaskModel, datas: dict[int, dict], cfg: DemoTrain
         n_masks = data["images"].shape[0] // 4  # masks are easy: a quarter as many as images
         masks.append(random_crops(mask_to_pixels(data["masks"][:n_masks]), smallest, generator))
     n_held_out = min(32, max(1, datas[cfg.image_size]["images"].shape[0] // 8))
-    final = _to_pixels(datas[cfg.image_size]["images"][-n_held_out:])  # kept out of VAE training: its error
+    # the last final-size images are kept out of VAE training to report its error (their low-res
+    # renders of the same layouts are not: the error is on unseen pixels, not unseen layouts)
+    final = _to_pixels(datas[cfg.image_size]["images"][-n_held_out:])
     images[-1] = images[-1][:-n_held_out]  # the largest size, cfg.image_size, sorts last
     pixels = torch.cat(images + masks)
     torch.manual_seed(cfg.seed + 1)
