@@ -318,10 +318,14 @@ def _info(args: argparse.Namespace) -> int:
     print(f"  format {summary['format_version']}, built by genmask-sdk {summary['sdk_version']}, "
           f"checkpoint {summary['checkpoint'].get('source')}")
     for artifact in summary["artifacts"]:
-        print(f"  {artifact['stage']:<12} {artifact['precision']:<5} {artifact['runtime']:<9} {artifact['file']}  "
+        print(f"  {artifact['stage']:<12} {artifact['precision']:<12} {artifact['runtime']:<9} {artifact['file']}  "
               f"sha256 {str(artifact['sha256'])[:12]}")
     sets = ", ".join(f"{p} ({'+'.join(r) or 'nothing built'})" for p, r in sorted(summary["sets"].items()))
     print(f"  sets: {sets}")
+    timing = summary.get("cpu_timing")
+    if timing:
+        times = ", ".join(f"{p} {t['p50_ms']:.1f} ms" for p, t in timing["sets"].items())
+        print(f"  CPU timing at build (p50 per image, batch 1): {times} on {timing.get('cpu')}")
     print(f"verification: {summary['verification']} ({len(summary['artifacts'])} files)")
     return 2 if failure else 0
 

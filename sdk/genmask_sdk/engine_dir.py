@@ -75,6 +75,7 @@ def describe_manifest(data: Mapping[str, Any]) -> dict[str, Any]:
         "checkpoint": data.get("checkpoint", {}),
         "tools": data.get("tools", {}),
         "sets": {p: sorted(r for r, files in entry.items() if files) for p, entry in data.get("sets", {}).items()},
+        "cpu_timing": data.get("cpu_timing"),
         "artifacts": [{k: a.get(k) for k in ("stage", "precision", "runtime", "file", "sha256", "bytes")}
                       for a in data.get("artifacts", [])],
     }
