@@ -4,7 +4,7 @@
 use, so importing the package (and ``genmask --help``) does not load torch.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["InstanceSegmenter", "MaskResult", "Segmenter", "Timings", "__version__"]
 
 _LAZY = {"Segmenter": "segmenter", "InstanceSegmenter": "instance.segmenter", "MaskResult": "results",

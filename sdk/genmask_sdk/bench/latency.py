@@ -146,33 +146,35 @@ def prepare_artifacts(model, source: dict, resolution: int, mode: str, specs: li
             except ArtifactNotFoundError:
                 missing.add((runtime, precision))
     build_seconds = {}
-    if problem or missing:
-        if not settings.build:
-            if problem:
-                raise RuntimeError(f"{problem}; rebuild it (drop --no-build) or pass --engines DIR")
+    if not settings.build:
+        if problem:
+            raise RuntimeError(f"{problem}; rebuild it (drop --no-build) or pass --engines DIR")
+        if missing:
             log(f"{directory} lacks {sorted(missing)}; those targets will be skipped (--no-build)")
-        else:
-            precisions = {p for _, p in needed} | (set(manifest.precisions) if manifest and not problem else set())
-            precisions = sorted(precisions or {"fp32"}, key=PRECISIONS.index)
-            trt = "on" if any(r == "tensorrt" for r, _ in needed) else "off"
-            previous_batch = (manifest.data.get("max_batch") or 0) if manifest else 0
-            log(f"building engines {directory} ({', '.join(precisions)}; tensorrt {trt}): "
-                f"{problem or 'missing ' + str(sorted(missing))}")
-            start = time.perf_counter()
-            options = dict(precisions=precisions, resolution=resolution, tensorrt=trt,
-                           max_batch=max(previous_batch, max(settings.batch_sizes)), progress=settings.progress,
-                           log=lambda line: log(f"[build] {line}"))
-            with peak_memory("cpu") as memory:
-                if source["kind"] == "checkpoint":
-                    result = build_engines(source["path"] or source["name"], directory, **options)
-                else:
-                    layers = int(model.config.transformer["num_layers"])
-                    result = build_engines(model=model, out=directory, calib="random", check_samples=1,
-                                           calib_size=settings.int8_calib_samples, text_embedder=mode == "pipeline",
-                                           int8_keep_blocks=1 if layers > 2 else 0, **options)
-            build_seconds["engines"] = round(time.perf_counter() - start, 1)
-            build_seconds["peak_rss_mib"] = memory.get("host_peak_rss_mib")
-            manifest = result.manifest
+    else:
+        # always through the exporter: it reuses only files whose build inputs (SDK and tool
+        # versions, options, weights) are unchanged, and rebuilds the rest
+        precisions = {p for _, p in needed} | (set(manifest.precisions) if manifest and not problem else set())
+        precisions = sorted(precisions or {"fp32"}, key=PRECISIONS.index)
+        trt = "on" if any(r == "tensorrt" for r, _ in needed) else "off"
+        previous_batch = (manifest.data.get("max_batch") or 0) if manifest else 0
+        reason = problem or (f"missing {sorted(missing)}" if missing else "reusing what is up to date")
+        log(f"building engines {directory} ({', '.join(precisions)}; tensorrt {trt}): {reason}")
+        start = time.perf_counter()
+        options = dict(precisions=precisions, resolution=resolution, tensorrt=trt,
+                       max_batch=max(previous_batch, max(settings.batch_sizes)), progress=settings.progress,
+                       log=lambda line: log(f"[build] {line}"))
+        with peak_memory("cpu") as memory:
+            if source["kind"] == "checkpoint":
+                result = build_engines(source["path"] or source["name"], directory, **options)
+            else:
+                layers = int(model.config.transformer["num_layers"])
+                result = build_engines(model=model, out=directory, calib="random", check_samples=1,
+                                       calib_size=settings.int8_calib_samples, text_embedder=mode == "pipeline",
+                                       int8_keep_blocks=1 if layers > 2 else 0, **options)
+        build_seconds["engines"] = round(time.perf_counter() - start, 1)
+        build_seconds["peak_rss_mib"] = memory.get("host_peak_rss_mib")
+        manifest = result.manifest
     if manifest is None:
         raise RuntimeError(f"no usable engines in {directory}")
     artifacts = Artifacts(directory, manifest.config, manifest, build_seconds=build_seconds)

@@ -4,7 +4,7 @@ Schema (format_version 1; every path is relative to the engines directory)::
 
     {
       "format_version": 1,
-      "sdk_version": "0.1.0",
+      "sdk_version": "0.2.0",
       "created": "2026-11-22T10:00:00Z",
       "config": {...GenMaskConfig.to_dict() as exported, resolution included...},
       "checkpoint": {"source": "demo", "path": "/abs/checkpoint/dir", "sha256": "<hex>"},

@@ -47,9 +47,20 @@ def save_onnx(model: ModelProto, path: str | Path, external_data: bool) -> Path:
     return path
 
 
-def check_onnx(path: str | Path) -> None:
-    """``onnx.checker`` on the file (by path, so external data and > 2 GB models work)."""
-    onnx.checker.check_model(str(path))
+def check_onnx(path: str | Path, onnxruntime_ops: bool = False) -> None:
+    """``onnx.checker`` on the file (by path, so external data and > 2 GB models work).
+
+    ``onnxruntime_ops``: the graph may hold ONNX Runtime's own ops (the CPU set's fused kernels;
+    ``SimplifiedLayerNormalization`` sits in the default domain, unknown to the checker): then the
+    check is that ONNX Runtime's CPU provider loads it, graph optimisations off."""
+    if not onnxruntime_ops:
+        onnx.checker.check_model(str(path))
+        return
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def external_data_files(path: str | Path) -> list[str]:

@@ -53,7 +53,7 @@ from .graphs import DitGraph, check_signature, export_graph, module_bytes, signa
 from .manifest import (FORMAT_VERSION, Manifest, checkpoint_sha256, file_record, read_manifest, tool_versions,
                        verify_files)
 from .onnx_io import check_onnx, external_data_files, io_specs, op_counts
-from .options import (DEFAULT_OPSET, DEFAULT_PRECISIONS, EXTERNAL_DATA_THRESHOLD, PRECISIONS,  # noqa: F401
+from .options import (CPU_SETS, DEFAULT_OPSET, DEFAULT_PRECISIONS, EXTERNAL_DATA_THRESHOLD, PRECISIONS,  # noqa: F401
                       SETS,  # (re-exported)
                       BuildOptions, BuildResult, build_inputs, build_options, changed_inputs, checkpoint_entry,
                       default_out, graph_file, onnx_set)
@@ -272,7 +272,7 @@ class _Build:
         self.log(f"exporting {name}")
         start = time.perf_counter()
         details = self._export(stage, precision, path)
-        check_onnx(path)
+        check_onnx(path, onnxruntime_ops=precision in CPU_SETS)
         check_signature(path, signature(stage, self.config), stage)
         export_seconds = time.perf_counter() - start
         fidelity = check_graph(path, stage, precision, self.reference(), self.model.decode_mask)
