@@ -3,8 +3,9 @@
 ``torch.onnx.export`` writes diffusers' RMSNorm (``norm_q``/``norm_k``) as Pow, ReduceMean, Add,
 Sqrt, Reciprocal, Mul, Mul; its tanh-GELU as eight elementwise ops; and LayerNorm + residual Add
 apart. onnxscript's maintained rewrite rules for dynamo exports (``onnxscript.rewriter.ort_fusions``)
-replace them by ONNX Runtime's contrib ops ``SimplifiedLayerNormalization``, ``FastGelu`` and
-``SkipLayerNormalization`` (domain ``com.microsoft``; OpenVINO reads them too). Attention is left as
+replace them by ONNX Runtime's own ops ``SimplifiedLayerNormalization`` (registered in the default
+domain, unknown to ``onnx.checker``), ``FastGelu`` and ``SkipLayerNormalization`` (``com.microsoft``);
+OpenVINO reads them too. Attention is left as
 MatMul + Softmax: on a CPU, ONNX Runtime's ``MultiHeadAttention`` kernel was slower than the two
 MatMuls at 512 tokens (measured on the real-width DiT, ``benchmarks/README.md``).
 
@@ -19,19 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-FUSIONS = ("rms_normalization", "skip_layer_normalization", "gelu")
-
-
-def fuse_for_onnxruntime(source: Path, out: Path) -> dict[str, int]:
-    """Write ``out`` (external data ``<out>.data`` when ``source`` has any): ``source`` with the
-    ``FUSIONS`` applied; returns how many of each were applied. Raises ``InvalidStateError`` when the
-    graph has no RMSNorm or GELU the rules recognise (an exporter change that would silently lose them)."""
+def fuse_for_onnxruntime(source: Path, out: Path, external_data: bool) -> dict[str, int]:
+    """Write ``out`` (weights in ``<out>.data`` when ``external_data``): ``source`` with the RMSNorm,
+    skip-LayerNorm and GELU fusions applied; returns how many of each were applied (and how many
+    reductions were renamed). Raises ``InvalidStateError`` when the graph has no RMSNorm or GELU the
+    rules recognise (an exporter change that would silently lose them)."""
     import onnx_ir as ir
     from onnxscript import optimizer
     from onnxscript.rewriter.ort_fusions import gelu, rms_normalization, skip_normalization
 
     from ..errors import InvalidStateError
-    from .onnx_io import external_data_files
 
     model = ir.load(str(source))
     renamed = _reduce_over_last_axis_as_minus_one(model, ir)
@@ -44,12 +42,12 @@ def fuse_for_onnxruntime(source: Path, out: Path) -> dict[str, int]:
     }
     optimizer.optimize(model)
     if not counts["rms_normalization"] or not counts["gelu"]:
-        raise InvalidStateError(f"the ONNX Runtime fusions found no RMSNorm or GELU in {source.name} ({counts}); the "
-                          "exported graph's patterns changed: update export/ort_fusions.py.")
+        raise InvalidStateError(f"the ONNX Runtime fusions found no RMSNorm or GELU in {source.name} ({counts}); "
+                                "the exported graph's patterns changed: update export/ort_fusions.py.")
     out.unlink(missing_ok=True)
     data = out.with_name(out.name + ".data")
     data.unlink(missing_ok=True)
-    if external_data_files(source):
+    if external_data:
         ir.save(model, str(out), external_data=data.name)
     else:
         ir.save(model, str(out))

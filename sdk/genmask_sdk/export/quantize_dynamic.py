@@ -25,7 +25,7 @@ INT8_DYNAMIC_METHOD = ("onnxscript ort_fusions (SimplifiedLayerNormalization, Sk
 
 def quantize_dynamic_dit(source: Path, out: Path) -> dict[str, Any]:
     """Write the ``int8-dynamic`` DiT ``out`` from the fp32 DiT graph ``source``; returns the
-    manifest's ``details`` (method, base precision, whether weights are external data)."""
+    manifest's ``details`` (method, base precision, whether weights are external data, fusion counts)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from .ort_fusions import fuse_for_onnxruntime
@@ -35,7 +35,7 @@ def quantize_dynamic_dit(source: Path, out: Path) -> dict[str, Any]:
     out.with_name(out.name + ".data").unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fused-") as scratch:  # same disk as out
         fused = Path(scratch) / "dit.fused.onnx"
-        fusions = fuse_for_onnxruntime(source, fused)
+        fusions = fuse_for_onnxruntime(source, fused, external)
         quantize_dynamic(str(fused), str(out), op_types_to_quantize=["MatMul"], per_channel=False,
                          weight_type=QuantType.QInt8, use_external_data_format=external,
                          extra_options={"MatMulConstBOnly": True})
