@@ -11,7 +11,7 @@
 Every backend sees the same images and prompts; fidelity is the IoU between each backend's mask
 and the PyTorch fp32 mask, and the max |logit difference|. Writes benchmarks/results/<name>.json,
 .md and .png (schema: benchmarks/README.md). The logic lives in genmask_sdk.bench.accuracy and
-genmask_sdk.eval.refer (the refer-layout loader).
+genmask_sdk.families.genmask.eval.refer (the refer-layout loader).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--resolution", type=int, default=None, help="engine resolution (default: the model's)")
     add("--backends", default=DEFAULT_BACKENDS, help="comma-separated backends or 'all' (torch-eager always included)")
     add("--scenes", type=int, default=200, help="held-out procedural scenes (0: none)")
-    add("--seed", type=int, default=None, help="held-out scene seed (default genmask_sdk.eval.HELD_OUT_SEED)")
+    add("--seed", type=int, default=None, help="held-out scene seed (default genmask_sdk.families.genmask.eval.HELD_OUT_SEED)")
     add("--refer-root", default=None, help="data_root of a refer-layout copy of RefCOCO/+/g")
     add("--refer-datasets", default="refcoco,refcoco+,refcocog",
         help="comma-separated refer datasets, optionally name:splitBy (default unc for refcoco/+, umd for refcocog; "
@@ -58,7 +58,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from genmask_sdk.bench.accuracy import AccuracySettings, run_accuracy
-    from genmask_sdk.bench.report import accuracy_markdown, accuracy_plot, write_outputs, print_written, script_command
+    from genmask_sdk.bench.report import (
+        accuracy_markdown,
+        accuracy_plot,
+        write_outputs,
+        print_written,
+        script_command,
+    )
 
     settings = AccuracySettings(
         model=args.model, embedder=args.embedder, resolution=args.resolution, backends=args.backends,

@@ -36,10 +36,10 @@ def export_random_model(out: str | Path, preset: str = "wan2.1-1.3b", resolution
     max_abs_error, reference_max_abs, mask_iou_mean}]}``."""
     import torch
 
-    from genmask_sdk.config import GenMaskConfig
+    from genmask_sdk.families.genmask.config import GenMaskConfig
     from genmask_sdk.export.onnx_io import EXTERNAL_DATA_THRESHOLD
-    from genmask_sdk.export.pipeline import build_engines
-    from genmask_sdk.model import GenMaskModel
+    from genmask_sdk.families.genmask.export.build import build_engines
+    from genmask_sdk.families.genmask.modeling import GenMaskModel
 
     torch.manual_seed(0)
     start = time.perf_counter()

@@ -26,7 +26,7 @@ Steps (each a "phase" in the results, with its wall time and the process's peak 
    no parameter for it; the value used is recorded).
 4. ``torch``: the checkpoint reloaded (``load_gen2seg``) and run through ``TorchColourizer``
    (the reference ``colorize``), fp32 eager, ``--threads`` torch threads.
-5. ``ort-<precision>``: ``genmask_sdk.runtime.gen2seg.open_colourizer(engines, precision=...)``
+5. ``ort-<precision>``: ``genmask_sdk.families.gen2seg.engines.open_colourizer(engines, precision=...)``
    (manifest + sha256 verified), ONNX Runtime CPU. ``open_colourizer`` has no thread option, so
    each of its sessions is re-created with ``intra_op_num_threads = --threads`` (same file,
    same provider) before timing; the open time reported is ``open_colourizer``'s own.
@@ -136,8 +136,8 @@ def build_random_model(variant: str, quick: bool, size: int | None, seed: int = 
     """A random-weight ``Gen2SegMAE`` / ``Gen2SegSD`` (fp32, CPU, eval) and a description."""
     import torch
 
-    from genmask_sdk.model.gen2seg import Gen2SegConfig, Gen2SegMAE, Gen2SegSD
-    from genmask_sdk.model.gen2seg import configs
+    from genmask_sdk.families.gen2seg.modeling import Gen2SegConfig, Gen2SegMAE, Gen2SegSD
+    from genmask_sdk.families.gen2seg.modeling import configs
 
     torch.manual_seed(seed)
     if variant == "mae":
@@ -186,7 +186,7 @@ def synthetic_image(height: int, width: int, size: int) -> tuple[np.ndarray, lis
     (height, width), and its object centres scaled to that size."""
     from PIL import Image
 
-    from genmask_sdk.export.gen2seg_build import check_images
+    from genmask_sdk.families.gen2seg.export.build import check_images
 
     image, points = check_images(1, size)[0]
     h0, w0 = image.shape[:2]
@@ -268,7 +268,7 @@ def colour_errors(ours_float: np.ndarray, ours_map: np.ndarray, reference: tuple
 
 def open_engines(directory: Path, precision: str, threads: int | None):
     """``open_colourizer`` (timed), then its ONNX Runtime sessions re-created with ``threads``."""
-    from genmask_sdk.runtime.gen2seg import open_colourizer
+    from genmask_sdk.families.gen2seg.engines import open_colourizer
 
     start = time.perf_counter()
     colourizer = open_colourizer(directory, backend="onnxruntime", precision=precision)
@@ -289,7 +289,7 @@ def prompt_costs(maps: dict[str, tuple[np.ndarray, list[tuple[int, int]]]], warm
                  grid: int) -> list[dict[str, Any]]:
     """point_prompt_mask (refined, unrefined) and segment_everything on each named colour map."""
     from genmask_sdk.bench.stats import summarize, time_calls
-    from genmask_sdk.instance import PromptConfig, point_prompt_mask, segment_everything
+    from genmask_sdk.families.gen2seg import PromptConfig, point_prompt_mask, segment_everything
 
     rows = []
     refined, raw = PromptConfig(), PromptConfig(refine=False)
@@ -381,8 +381,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> tuple[d
 
 
 def build(checkpoint: Path, engines: Path, precisions: list[str], args, phases: Phases, log) -> dict[str, Any]:
-    from genmask_sdk.export import gen2seg_build
-    from genmask_sdk.export.gen2seg_build import build_gen2seg_engines
+    from genmask_sdk.families.gen2seg.export import build as gen2seg_build
+    from genmask_sdk.families.gen2seg.export.build import build_gen2seg_engines
 
     default_threshold = gen2seg_build.EXTERNAL_DATA_THRESHOLD
     threshold = default_threshold if args.external_data_threshold is None else int(args.external_data_threshold)
@@ -431,10 +431,10 @@ def latency(checkpoint: Path, engines: Path, precisions: list[str], size: int, r
     """PyTorch eager, then each engine set (one model in memory at a time)."""
     import torch
 
-    from genmask_sdk.export.gen2seg_build import reference_colour
-    from genmask_sdk.model.gen2seg import load_gen2seg
-    from genmask_sdk.model.gen2seg.colourizer import TorchColourizer
-    from genmask_sdk.runtime.gen2seg import STAGES
+    from genmask_sdk.families.gen2seg.export.build import reference_colour
+    from genmask_sdk.families.gen2seg.modeling import load_gen2seg
+    from genmask_sdk.families.gen2seg.modeling.colorizer import TorchColourizer
+    from genmask_sdk.families.gen2seg.engines import STAGES
 
     backends = []
     with phases("torch") as phase:
@@ -478,7 +478,7 @@ def latency(checkpoint: Path, engines: Path, precisions: list[str], size: int, r
                              "threads": threads, "open_seconds": round(opened, 2),
                              "reopen_with_threads_seconds": _round(reopened, 2), **timing,
                              "stage_method": "EngineColourizer.timings (per graph, session.run)",
-                             "colourizer": "genmask_sdk.runtime.gen2seg.open_colourizer(...).colour_map",
+                             "colourizer": "genmask_sdk.families.gen2seg.engines.open_colourizer(...).colour_map",
                              "vs_reference": errors})
             phase["backend"] = f"ort-cpu-{precision}"
     base = backends[0]["end_to_end"]["p50_ms"]

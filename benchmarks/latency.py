@@ -69,7 +69,13 @@ def default_name(args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from genmask_sdk.bench.latency import LatencySettings, run_latency
-    from genmask_sdk.bench.report import latency_markdown, latency_plot, write_outputs, print_written, script_command
+    from genmask_sdk.bench.report import (
+        latency_markdown,
+        latency_plot,
+        write_outputs,
+        print_written,
+        script_command,
+    )
 
     settings = LatencySettings(
         model=args.model, embedder=args.embedder, resolutions=args.resolution, mode=args.mode, backends=args.backends,

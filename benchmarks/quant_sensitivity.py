@@ -45,9 +45,9 @@ def main(argv=None) -> int:
     from genmask_sdk.bench.quant_sensitivity import markdown, measure
     from genmask_sdk.bench.report import print_written, script_command, write_outputs
     from genmask_sdk.bench.system import hardware, versions
-    from genmask_sdk.config import GenMaskConfig
-    from genmask_sdk.export import calibration
-    from genmask_sdk.model import GenMaskModel
+    from genmask_sdk.families.genmask.config import GenMaskConfig
+    from genmask_sdk.families.genmask.export import calibration
+    from genmask_sdk.families.genmask.modeling import GenMaskModel
 
     torch.set_num_threads(args.threads)
     calib_size, check_size = (4, 2) if args.quick else (args.calib_size, args.check_samples)

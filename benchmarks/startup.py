@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "sdk"))
     from genmask_sdk.bench.report import print_written, script_command, write_outputs
     from genmask_sdk.bench.startup import run_startup, startup_markdown
-    from genmask_sdk.examples import example_image_path
+    from genmask_sdk.data.examples import example_image_path
 
     image = args.image or str(example_image_path())
     result = run_startup(args.engines, image, args.prompt, backend=args.backend, precision=args.precision,

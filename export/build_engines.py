@@ -9,7 +9,7 @@ All logic lives in genmask_sdk.export (this script only forwards its arguments);
 
 import sys
 
-from genmask_sdk.export.cli import main
+from genmask_sdk.cli.build import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,14 +13,14 @@ cd "$(dirname "$0")/.."
 [ "${GENMASK_SKIP_SETUP:-0}" = "1" ] || bash scripts/setup.sh export,instance
 engines="${GENMASK_ENGINES:-engines/demo}"
 prompt="${GENMASK_PROMPT:-the red circle}"
-example=$(.venv/bin/python -c "from genmask_sdk.examples import example_image_path; print(example_image_path())")
+example=$(.venv/bin/python -c "from genmask_sdk.data.examples import example_image_path; print(example_image_path())")
 echo "[demo] building engines into $engines"
 .venv/bin/python export/build_engines.py --out "$engines"
 echo "[demo] segmenting $example with prompt '$prompt'"
 .venv/bin/genmask segment "$example" "$prompt" --engines "$engines" \
     --precision "${GENMASK_PRECISION:-fp32}" --out "${GENMASK_OUT:-overlay.png}"
 g2s_engines="${GENMASK_GEN2SEG_ENGINES:-engines/demo-gen2seg}"
-point=$(.venv/bin/python -c "from genmask_sdk.examples import example_point; print('%d,%d' % example_point())")
+point=$(.venv/bin/python -c "from genmask_sdk.data.examples import example_point; print('%d,%d' % example_point())")
 echo "[demo] building gen2seg demo engines into $g2s_engines"
 .venv/bin/python export/build_engines.py --checkpoint demo-gen2seg --out "$g2s_engines"
 echo "[demo] gen2seg: every instance of $example"

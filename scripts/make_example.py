@@ -1,8 +1,8 @@
 """Regenerate sdk/genmask_sdk/assets/example.png and example_mask.png.
 
 The README example is ``genmask segment example.png "the red circle"``
-(``genmask_sdk.examples.EXAMPLE_PROMPT``); the mask file is its ground truth. The scene, crop
-and prompt are defined in ``genmask_sdk.examples``.
+(``genmask_sdk.data.examples.EXAMPLE_PROMPT``); the mask file is its ground truth. The scene, crop
+and prompt are defined in ``genmask_sdk.data.examples``.
 
     python scripts/make_example.py [--check]
 """
@@ -15,7 +15,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from genmask_sdk.examples import EXAMPLE_PROMPT, example_image_path, example_mask_path, render_example
+from genmask_sdk.data.examples import EXAMPLE_PROMPT, example_image_path, example_mask_path, render_example
 from genmask_sdk.io import atomic_path
 
 

@@ -10,9 +10,9 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from genmask_sdk.config import GenMaskConfig  # noqa: E402
-from genmask_sdk.model import GenMaskModel  # noqa: E402
-from genmask_sdk.model.genmask import demo_checkpoint_dir  # noqa: E402
+from genmask_sdk.families.genmask.config import GenMaskConfig  # noqa: E402
+from genmask_sdk.families.genmask.modeling import GenMaskModel  # noqa: E402
+from genmask_sdk.families.genmask.modeling.model import demo_checkpoint_dir  # noqa: E402
 
 DEMO_AVAILABLE = (demo_checkpoint_dir() / "genmask_config.json").is_file()
 requires_demo = pytest.mark.skipif(not DEMO_AVAILABLE, reason="demo checkpoint not present in the package assets")
@@ -31,7 +31,7 @@ def tiny_model(tiny_config) -> GenMaskModel:
 
 @pytest.fixture(scope="session")
 def minilm():
-    from genmask_sdk.embedders.minilm import MiniLMEmbedder
+    from genmask_sdk.families.genmask.modeling.embedders.minilm import MiniLMEmbedder
 
     return MiniLMEmbedder.from_pretrained()
 
@@ -47,7 +47,7 @@ def demo_model() -> GenMaskModel:
 def tiny_engines(tiny_model, tmp_path_factory):
     """(engines dir, checkpoint dir) of ``tiny_model``: fp32 and fp16 ONNX sets + manifest.json,
     built by the exporter (no TensorRT, max_batch 4 so 5+ prompts take several DiT calls)."""
-    from genmask_sdk.export.pipeline import build_engines
+    from genmask_sdk.families.genmask.export.build import build_engines
 
     root = tmp_path_factory.mktemp("tiny_engines")
     checkpoint = tiny_model.save_pretrained(root / "checkpoint")
@@ -60,7 +60,7 @@ def tiny_engines(tiny_model, tmp_path_factory):
 def demo_engines(tmp_path_factory):
     """(engines dir, BuildResult) of the shipped demo checkpoint: fp32 and fp16 ONNX sets +
     manifest.json, built once per session by the exporter (no TensorRT). Tests may add sets to it."""
-    from genmask_sdk.export.pipeline import build_engines
+    from genmask_sdk.families.genmask.export.build import build_engines
 
     if not DEMO_AVAILABLE:
         pytest.skip("demo checkpoint not present in the package assets")

@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPORTER = importlib.util.find_spec("genmask_sdk.export.pipeline") is not None
-requires_exporter = pytest.mark.skipif(not EXPORTER, reason="the exporter (genmask_sdk.export.pipeline) is missing; "
+EXPORTER = importlib.util.find_spec("genmask_sdk.families.genmask.export.build") is not None
+requires_exporter = pytest.mark.skipif(not EXPORTER, reason="the exporter (genmask_sdk.families.genmask.export.build) is missing; "
                                                             "the benchmarks need ONNX graphs to time")
 
 
@@ -225,7 +225,7 @@ def test_vae_flops_match_the_flop_counter(tiny_model):
     from torch.utils.flop_counter import FlopCounterMode
 
     from genmask_sdk.bench.flops import vae_encoder_flops
-    from genmask_sdk.model.vae import single_frame_convolutions
+    from genmask_sdk.families.genmask.modeling.vae import single_frame_convolutions
 
     config = tiny_model.config
     pixels = torch.rand(1, 3, config.resolution, config.resolution) * 2 - 1
@@ -247,7 +247,7 @@ def test_vae_flops_match_the_flop_counter(tiny_model):
 
 def test_real_size_flops_are_the_documented_ones():
     from genmask_sdk.bench.flops import dit_flops, vae_encoder_flops
-    from genmask_sdk.config import GenMaskConfig
+    from genmask_sdk.families.genmask.config import GenMaskConfig
 
     config = GenMaskConfig.preset("wan2.1-1.3b", resolution=256)
     assert dit_flops(config, 32).total / 1e12 == pytest.approx(1.341, abs=0.002)
@@ -319,7 +319,7 @@ def _write_refer_fixture(root: Path) -> dict:
 
 def test_refer_layout_loader(tmp_path):
     from genmask_sdk.errors import ArtifactNotFoundError
-    from genmask_sdk.eval.refer import ReferDataset
+    from genmask_sdk.families.genmask.eval.refer import ReferDataset
 
     truth = _write_refer_fixture(tmp_path)
     data = ReferDataset(tmp_path, "refcoco")
@@ -442,7 +442,7 @@ def test_refs_pickle_loads_plain_data_only(tmp_path):
     import pickle
 
     from genmask_sdk.errors import InvalidInputError
-    from genmask_sdk.eval.refer import load_refs
+    from genmask_sdk.families.genmask.eval.refer import load_refs
 
     plain = tmp_path / "plain.p"
     plain.write_bytes(pickle.dumps([{"ref_id": 1, "sentences": [{"sent": "the cup"}]}], protocol=2))

@@ -1,4 +1,4 @@
-"""The frozen-stage cache (``python -m genmask_sdk.train.cache``): contents, resume, refusals.
+"""The frozen-stage cache (``python -m genmask_sdk.families.genmask.train.cache``): contents, resume, refusals.
 
 The data-parallel run (two processes under ``accelerate launch``) is exercised by test_finetune.py,
 whose training set is cached that way.
@@ -15,19 +15,25 @@ import numpy as np
 import pytest
 import torch
 
-from genmask_sdk.config import GenMaskConfig
+from genmask_sdk.families.genmask.config import GenMaskConfig
 from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError
-from genmask_sdk.model import GenMaskModel
+from genmask_sdk.families.genmask.modeling import GenMaskModel
 
 pytest.importorskip("datasets")
 
 from genmask_sdk.data.converters.scenes import scene_samples  # noqa: E402
 from genmask_sdk.data.prepared import open_prepared, write_prepared  # noqa: E402
-from genmask_sdk.train import cache  # noqa: E402
-from genmask_sdk.train.cache_encode import engine_mask, engine_pixels  # noqa: E402
-from genmask_sdk.train.cache_format import COMPLETE_FILE, CacheInfo, cache_dir, rank_shards, shard_name  # noqa: E402
-from genmask_sdk.train.cache_reader import open_cache  # noqa: E402
-from genmask_sdk.train.cache_source import resolve_source  # noqa: E402
+from genmask_sdk.families.genmask.train import cache  # noqa: E402
+from genmask_sdk.families.genmask.train.cache_encode import engine_mask, engine_pixels  # noqa: E402
+from genmask_sdk.families.genmask.train.cache_format import (
+    COMPLETE_FILE,
+    CacheInfo,
+    cache_dir,
+    rank_shards,
+    shard_name,
+)  # noqa: E402
+from genmask_sdk.families.genmask.train.cache_reader import open_cache  # noqa: E402
+from genmask_sdk.families.genmask.train.cache_source import resolve_source  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -164,7 +170,7 @@ class ImageEmbedder:
         self.images = []
 
     def __call__(self, images, targets):
-        from genmask_sdk.embedders.base import Embedding
+        from genmask_sdk.families.genmask.modeling.embedders.base import Embedding
         from genmask_sdk.errors import InvalidInputError
 
         if any("too long" in t for t in targets):
@@ -177,7 +183,7 @@ class ImageEmbedder:
 def test_image_embedders_see_the_image_or_a_grey_one_for_captions():
     from genmask_sdk.data.prepared import PreparedSample
     from genmask_sdk.errors import InvalidSampleError
-    from genmask_sdk.train.cache_encode import GREY, embed_rows, null_states
+    from genmask_sdk.families.genmask.train.cache_encode import GREY, embed_rows, null_states
 
     image = np.full((4, 6, 3), 10, np.uint8)
     seg = PreparedSample("a", image, "the dot", "seg", "scenes", np.ones((4, 6), bool))

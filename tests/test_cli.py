@@ -1,6 +1,6 @@
 """The ``genmask`` command line: segment (text and --json), info, build delegation, help, errors.
 
-Subprocess tests run ``python -m genmask_sdk.cli`` as a user would; the rest call ``main(argv)``.
+Subprocess tests run ``python -m genmask_sdk.cli.main`` as a user would; the rest call ``main(argv)``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genmask_sdk.cli import main
-from genmask_sdk.examples import EXAMPLE_PROMPT, example_image_path
+from genmask_sdk.cli.main import main
+from genmask_sdk.data.examples import EXAMPLE_PROMPT, example_image_path
 from genmask_sdk.metrics import decode_rle
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "genmask_sdk.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "genmask_sdk.cli.main", *map(str, args)], capture_output=True,
                           text=True, timeout=300)
 
 
@@ -95,9 +95,9 @@ def test_usage_errors_exit_2(capsys):
 
 def test_build_delegates_every_argument(monkeypatch):
     seen = []
-    fake = types.ModuleType("genmask_sdk.export.cli")
+    fake = types.ModuleType("genmask_sdk.cli.build")
     fake.main = lambda argv, prog: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "genmask_sdk.export.cli", fake)
+    monkeypatch.setitem(sys.modules, "genmask_sdk.cli.build", fake)
     assert main(["build", "--checkpoint", "demo", "--out", "engines/demo", "--help"]) == 0
     assert seen == [["--checkpoint", "demo", "--out", "engines/demo", "--help"]]
 
@@ -132,7 +132,7 @@ def test_out_format_follows_the_extension(tiny_engines, tmp_path):
 
 def test_info_into_a_closed_pipe_is_quiet(tiny_engines):
     """`genmask info ... --json | head`: the reader is gone before we write (stdout's pipe closed)."""
-    child = subprocess.Popen([sys.executable, "-m", "genmask_sdk.cli", "info", str(tiny_engines[0]), "--json"],
+    child = subprocess.Popen([sys.executable, "-m", "genmask_sdk.cli.main", "info", str(tiny_engines[0]), "--json"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     child.stdout.close()
     _, err = child.communicate(timeout=120)
@@ -140,7 +140,7 @@ def test_info_into_a_closed_pipe_is_quiet(tiny_engines):
 
 
 def test_build_without_the_exporter_says_so(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "genmask_sdk.export.cli", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "genmask_sdk.cli.build", None)  # import raises ImportError
     assert main(["build", "--help"]) == 2
     assert "no engine builder" in capsys.readouterr().err
 
@@ -154,7 +154,7 @@ def test_overlay_of_several_prompts_in_process(tiny_engines, tmp_path, capsys):
 
 
 def test_an_empty_mask_is_reported_as_nothing_found(tiny_engines, monkeypatch, capsys):
-    from genmask_sdk.segmenter import Segmenter
+    from genmask_sdk.families.genmask.segmenter import Segmenter
 
     real = Segmenter.predict
 

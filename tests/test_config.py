@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from genmask_sdk.config import EMBEDDERS, EmbedderSpec, GenMaskConfig
+from genmask_sdk.families.genmask.config import EMBEDDERS, EmbedderSpec, GenMaskConfig
 from genmask_sdk.errors import ArtifactNotFoundError, ConfigError
 
 

@@ -4,9 +4,9 @@ import json
 
 
 from conftest import requires_demo
-from genmask_sdk.eval import evaluate_scenes, held_out_scenes
-from genmask_sdk.eval.demo import reference_predictor
-from genmask_sdk.model.genmask import demo_checkpoint_dir
+from genmask_sdk.families.genmask.eval import evaluate_scenes, held_out_scenes
+from genmask_sdk.families.genmask.eval.demo import reference_predictor
+from genmask_sdk.families.genmask.modeling.model import demo_checkpoint_dir
 
 pytestmark = requires_demo
 
@@ -47,7 +47,7 @@ def test_segment_example_image_matches_reference_mask(demo_model):
     import numpy as np
     from PIL import Image
 
-    from genmask_sdk.examples import example_image_path, example_mask_path
+    from genmask_sdk.data.examples import example_image_path, example_mask_path
     from genmask_sdk.metrics import mask_iou
 
     logits = demo_model.segment(example_image_path(), "the red circle")[0].numpy()

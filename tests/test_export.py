@@ -18,14 +18,15 @@ import onnx
 import pytest
 import torch
 
-from genmask_sdk.config import GenMaskConfig
+from genmask_sdk.families.genmask.config import GenMaskConfig
 from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError
-from genmask_sdk.export import cli, pipeline
-from genmask_sdk.export.calibration import Feeds
+from genmask_sdk.cli import build as cli
+from genmask_sdk.families.genmask.export import build as pipeline
+from genmask_sdk.families.genmask.export.calibration import Feeds
 from genmask_sdk.export.fidelity import FidelityError, Reference, check_graph
 from genmask_sdk.export.manifest import check_manifest, checkpoint_sha256, load_manifest
 from genmask_sdk.io import sha256_file
-from genmask_sdk.model import GenMaskModel
+from genmask_sdk.families.genmask.modeling import GenMaskModel
 from genmask_sdk.runtime.base import TensorSpec
 from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
@@ -486,7 +487,7 @@ def test_cli_calibrates_int8_and_fp8_on_a_user_folder(tiny, tmp_path):
 
 def test_segmenter_on_a_cpu_opens_the_set_the_build_timing_chose(tiny):
     from genmask_sdk import Segmenter
-    from genmask_sdk.backend_select import choose_cpu_set
+    from genmask_sdk.families.genmask.engines import choose_cpu_set
 
     _, _, engines, result, _ = tiny
     expected, why = choose_cpu_set(result.manifest)

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from genmask_sdk.data import ABSENT_KIND, ReferringDataset
-from genmask_sdk.export.pipeline import build_engines
+from genmask_sdk.families.genmask.export.build import build_engines
 from genmask_sdk.metrics import SegmentationScores
-from genmask_sdk.model.genmask import demo_checkpoint_dir
+from genmask_sdk.families.genmask.modeling.model import demo_checkpoint_dir
 from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
 pytestmark = pytest.mark.skipif(
     not (demo_checkpoint_dir() / "genmask_config.json").is_file(),
-    reason=f"demo checkpoint not trained yet ({demo_checkpoint_dir()} is missing; python -m genmask_sdk.train.demo)",
+    reason=f"demo checkpoint not trained yet ({demo_checkpoint_dir()} is missing; python -m genmask_sdk.families.genmask.train.demo)",
 )
 OPTIONS = dict(tensorrt="off", progress=False)
 HELD_OUT_SEED = 10_000
@@ -112,7 +112,7 @@ def test_cpu_set_keeps_99_percent_of_the_miou_and_is_what_auto_opens_when_faster
     """The int8-dynamic CPU set (issue 17: CPU sets keep >= 99 % of PyTorch's mIoU) on 50 held-out
     scenes; a Segmenter on the CPU with precision=None opens the set the build's timing chose."""
     from genmask_sdk import Segmenter
-    from genmask_sdk.backend_select import choose_cpu_set
+    from genmask_sdk.families.genmask.engines import choose_cpu_set
 
     model, out, _ = demo
     result = build_engines("demo", out, ["fp32", "fp16", "int8-dynamic"], log=lambda _: None, **OPTIONS)

@@ -14,15 +14,15 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
-from genmask_sdk.config import GenMaskConfig
-from genmask_sdk.embedders import Embedding
+from genmask_sdk.families.genmask.config import GenMaskConfig
+from genmask_sdk.families.genmask.modeling.embedders import Embedding
 from genmask_sdk.errors import ArtifactNotFoundError, ConfigError, InvalidInputError
-from genmask_sdk.export import calibration
+from genmask_sdk.families.genmask.export import calibration
 from genmask_sdk.export.fidelity import mask_iou
 from genmask_sdk.export.fp16 import softmax_to_fp32
 from genmask_sdk.export.manifest import _dumps, checkpoint_sha256
-from genmask_sdk.export.pipeline import BuildOptions
-from genmask_sdk.model import GenMaskModel
+from genmask_sdk.families.genmask.export.build import BuildOptions
+from genmask_sdk.families.genmask.modeling import GenMaskModel
 
 
 def _images(folder: Path, names=("a.png", "b.jpg")) -> None:
@@ -148,8 +148,8 @@ def test_exports_print_no_known_harmless_chatter(tiny_model, tmp_path, caplog):
     levels come back afterwards."""
     import logging
 
-    from genmask_sdk.export.graphs import export_graph
-    from genmask_sdk.export.pipeline import DitGraph
+    from genmask_sdk.families.genmask.export.graphs import export_graph
+    from genmask_sdk.families.genmask.export.build import DitGraph
     from genmask_sdk.export.quiet import CHATTY_LOGGERS
 
     before = [logging.getLogger(name).level for name in CHATTY_LOGGERS]
@@ -164,9 +164,9 @@ def test_exports_print_no_known_harmless_chatter(tiny_model, tmp_path, caplog):
 def test_calibration_warning_names_real_checkpoints_only(tmp_path, tiny_model):
     """Procedural-scene calibration is the demo's own domain (by name or by path); any other checkpoint
     is warned about, and random calibration always is."""
-    from genmask_sdk.checkpoints import demo_checkpoint_dir
-    from genmask_sdk.export.options import build_options
-    from genmask_sdk.export.pipeline import _Build
+    from genmask_sdk.families.genmask.checkpoints import demo_checkpoint_dir
+    from genmask_sdk.families.genmask.export.options import build_options
+    from genmask_sdk.families.genmask.export.build import _Build
 
     def warning(checkpoint, **options):
         return _Build(checkpoint, tmp_path / "e", build_options(**options), None, lambda _: None)._calibration_warning()
@@ -178,6 +178,6 @@ def test_calibration_warning_names_real_checkpoints_only(tmp_path, tiny_model):
 
 
 def test_calibration_encodes_fewer_images_at_a_time_at_high_resolution():
-    from genmask_sdk.export.calibration import encode_batch_size
+    from genmask_sdk.families.genmask.export.calibration import encode_batch_size
 
     assert [encode_batch_size(r) for r in (128, 256, 512, 1024)] == [8, 8, 2, 1]

@@ -1,4 +1,4 @@
-"""A rebuild with nothing to do (``genmask_sdk.export.uptodate``): answered without importing torch,
+"""A rebuild with nothing to do (``genmask_sdk.families.genmask.export.uptodate``): answered without importing torch,
 diffusers, transformers or onnx, with the manifest left as it is; anything the full build would act
 on (a changed option, other sets, a changed file, --force, another build's leftovers) takes the
 full build.
@@ -14,11 +14,11 @@ import shutil
 
 import pytest
 
-from genmask_sdk.checkpoints import demo_checkpoint_dir
-from genmask_sdk.export import pipeline, uptodate
-from genmask_sdk.export.options import PRECISIONS, build_options
+from genmask_sdk.families.genmask.checkpoints import demo_checkpoint_dir
+from genmask_sdk.families.genmask.export import build as pipeline, uptodate
+from genmask_sdk.families.genmask.export.options import PRECISIONS, build_options
 from genmask_sdk.export.staging import BuildLock, BuildLockedError
-from genmask_sdk.export.uptodate import up_to_date
+from genmask_sdk.families.genmask.export.uptodate import up_to_date
 from test_torch_free import run_blocked
 
 HEAVY = ("torch", "diffusers", "transformers", "onnx")
@@ -49,7 +49,7 @@ def test_no_op_rebuild_from_the_command_line_imports_nothing_heavy(engines):
     argv = ["--out", str(out), "--precisions", ",".join(precisions), "--tensorrt", "off", "--no-progress"]
     done = run_blocked(f"""
         import json, sys
-        from genmask_sdk.export.cli import main
+        from genmask_sdk.cli.build import main
         code = main({argv!r})
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
         print(json.dumps({{"code": code, "loaded": loaded}}))

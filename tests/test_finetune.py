@@ -1,4 +1,4 @@
-"""``genmask_sdk.train.finetune`` under ``accelerate launch`` with two CPU processes (gloo).
+"""``genmask_sdk.families.genmask.train.finetune`` under ``accelerate launch`` with two CPU processes (gloo).
 
 The module fixture prepares a tiny training set and a held-out set, caches the training set with two
 processes (data-parallel caching), trains 6 steps with two processes, then resumes the same run to
@@ -30,11 +30,11 @@ pytest.importorskip("datasets")
 
 from test_cache import prepare_scenes, run_cache, tiny_checkpoint  # noqa: E402
 
-from genmask_sdk.train import finetune  # noqa: E402
-from genmask_sdk.train.finetune_config import FinetuneConfig  # noqa: E402
-from genmask_sdk.train.finetune_data import TaskStream  # noqa: E402
-from genmask_sdk.train.finetune_model import TrainingDiT, load_wan_transformer, transformer_state  # noqa: E402
-from genmask_sdk.train.finetune_step import lr_at  # noqa: E402
+from genmask_sdk.families.genmask.train import finetune  # noqa: E402
+from genmask_sdk.families.genmask.train.finetune_config import FinetuneConfig  # noqa: E402
+from genmask_sdk.families.genmask.train.finetune_data import TaskStream  # noqa: E402
+from genmask_sdk.families.genmask.train.finetune_model import TrainingDiT, load_wan_transformer, transformer_state  # noqa: E402
+from genmask_sdk.families.genmask.train.finetune_step import lr_at  # noqa: E402
 
 STEPS, RESUMED_STEPS = 6, 9
 TRAIN_ARGS = ["--preset", "tiny", "--global-batch", "32", "--micro-batch", "4", "--lr", "2e-3", "--min-lr", "2e-4",
@@ -72,16 +72,16 @@ def trained(tmp_path_factory):
     referring = prepare_scenes(root / "referring", seg=24, gen=0)  # two prepared sets, as RefCOCO + captions
     captions = prepare_scenes(root / "captions", seg=0, gen=12, seed=1)
     held_out = prepare_scenes(root / "held_out", seg=6, gen=1, seed=10_000)
-    cache_output = launch("genmask_sdk.train.cache", "--data", str(referring), "--checkpoint", str(checkpoint),
+    cache_output = launch("genmask_sdk.families.genmask.train.cache", "--data", str(referring), "--checkpoint", str(checkpoint),
                           "--shard-rows", "8", "--batch", "8", "--no-progress")
     run_cache(captions, checkpoint)
     run_cache(held_out, checkpoint)
     out, data = root / "run", [referring, captions]
     common = ["--data", str(referring), str(captions), "--eval-data", str(held_out), "--out", str(out),
               "--checkpoint", str(checkpoint), *TRAIN_ARGS]
-    first_output = launch("genmask_sdk.train.finetune", *common, "--max-steps", str(STEPS))
+    first_output = launch("genmask_sdk.families.genmask.train.finetune", *common, "--max-steps", str(STEPS))
     first_log = read_log(out)
-    resumed_output = launch("genmask_sdk.train.finetune", *common, "--max-steps", str(RESUMED_STEPS))
+    resumed_output = launch("genmask_sdk.families.genmask.train.finetune", *common, "--max-steps", str(RESUMED_STEPS))
     return {"root": root, "data": data, "out": out, "checkpoint": checkpoint, "cache_output": cache_output,
             "first_log": first_log, "first_output": first_output, "resumed_output": resumed_output}
 
@@ -92,7 +92,7 @@ def test_cache_runs_data_parallel(trained):
 
 
 def test_prepared_sets_are_read_as_one(trained):
-    from genmask_sdk.train.cache_reader import open_caches
+    from genmask_sdk.families.genmask.train.cache_reader import open_caches
 
     caches = open_caches(trained["data"])
     assert len(caches) == 36 and list(caches.indices("gen")) == list(range(24, 36))
@@ -151,7 +151,7 @@ def test_resume_after_a_crash_repeats_exactly_the_lost_steps(trained, tmp_path):
 def test_final_checkpoint_builds_engines_and_segments(trained):
     from genmask_sdk import Segmenter
     from genmask_sdk.export import build_engines
-    from genmask_sdk.model import GenMaskModel
+    from genmask_sdk.families.genmask.modeling import GenMaskModel
 
     out = trained["out"]
     model = GenMaskModel.from_pretrained(out)
@@ -169,7 +169,7 @@ def test_final_checkpoint_builds_engines_and_segments(trained):
 
 # ------------------------------------------------------------------------------ in-process
 def test_training_forward_equals_the_reference_forward(tiny_model):
-    from genmask_sdk.model.wan_forward import wan_velocity
+    from genmask_sdk.families.genmask.modeling.wan_forward import wan_velocity
 
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 16, 2, 4, 4, generator=generator)
@@ -221,8 +221,12 @@ def test_learning_rate_is_cosine_from_peak_to_floor():
 
 
 def test_micro_step_inputs_follow_the_recipe():
-    from genmask_sdk.train.cache_reader import CachedBatch
-    from genmask_sdk.train.finetune_data import generation_inputs, micro_generator, segmentation_inputs
+    from genmask_sdk.families.genmask.train.cache_reader import CachedBatch
+    from genmask_sdk.families.genmask.train.finetune_data import (
+        generation_inputs,
+        micro_generator,
+        segmentation_inputs,
+    )
 
     n = 512
     batch = CachedBatch(torch.arange(n), torch.full((n, 2), 8), torch.randn(n, 16, 2, 2), torch.randn(n, 16, 2, 2),
@@ -259,7 +263,7 @@ def test_wan_transformer_is_loaded_with_a_new_text_width(tmp_path, tiny_config):
     assert loaded.condition_embedder.text_embedder.linear_1.in_features == 384
     assert loaded.config.text_dim == 384
     torch.testing.assert_close(loaded.blocks[0].attn1.to_q.weight, wan.blocks[0].attn1.to_q.weight)
-    from genmask_sdk.train.finetune_model import initial_transformer
+    from genmask_sdk.families.genmask.train.finetune_model import initial_transformer
 
     cfg = FinetuneConfig(preset="tiny", max_steps=1, init=str(tmp_path / "wan"))  # what --init WAN does
     transformer, config = initial_transformer(cfg, tiny_config)
@@ -269,8 +273,8 @@ def test_wan_transformer_is_loaded_with_a_new_text_width(tmp_path, tiny_config):
 
 
 def test_initial_weights_of_another_size_are_refused(trained):
-    from genmask_sdk.config import GenMaskConfig
-    from genmask_sdk.train.finetune_model import initial_transformer
+    from genmask_sdk.families.genmask.config import GenMaskConfig
+    from genmask_sdk.families.genmask.train.finetune_model import initial_transformer
 
     cfg = FinetuneConfig(preset="demo", max_steps=1, init=str(trained["checkpoint"]))  # a tiny checkpoint
     with pytest.raises(ConfigError, match="not a demo DiT.*num_layers"):
@@ -280,9 +284,9 @@ def test_initial_weights_of_another_size_are_refused(trained):
 FSDP2_SCRIPT = """
 import torch, torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
-from genmask_sdk.config import GenMaskConfig
-from genmask_sdk.model import GenMaskModel
-from genmask_sdk.train.finetune_model import TrainingDiT
+from genmask_sdk.families.genmask.config import GenMaskConfig
+from genmask_sdk.families.genmask.modeling import GenMaskModel
+from genmask_sdk.families.genmask.train.finetune_model import TrainingDiT
 dist.init_process_group("gloo")
 torch.manual_seed(0)
 transformer = GenMaskModel.from_config(GenMaskConfig.preset("tiny", embedder="minilm")).transformer
@@ -324,7 +328,7 @@ def test_fsdp2_shards_training_blocks_and_keeps_the_gradients(tmp_path):
 def test_fsdp_must_wrap_the_training_blocks():
     from types import SimpleNamespace
 
-    from genmask_sdk.train.finetune_model import check_fsdp_wrapping
+    from genmask_sdk.families.genmask.train.finetune_model import check_fsdp_wrapping
 
     def accelerator(names):
         return SimpleNamespace(state=SimpleNamespace(fsdp_plugin=SimpleNamespace(transformer_cls_names_to_wrap=names)))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from genmask_sdk.examples import example_image_path
+from genmask_sdk.data.examples import example_image_path
 from genmask_sdk.metrics import decode_rle, mask_iou
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from genmask_sdk.checkpoints import demo_gen2seg_dir
+from genmask_sdk.families.gen2seg.checkpoints import demo_gen2seg_dir
 
 DEMO = demo_gen2seg_dir()
 pytestmark = pytest.mark.skipif(not (DEMO / "gen2seg_config.json").is_file(),
@@ -24,7 +24,7 @@ MARGIN = 0.03
 
 @pytest.fixture(scope="module")
 def segmenter():
-    from genmask_sdk.instance.segmenter import InstanceSegmenter
+    from genmask_sdk.families.gen2seg.segmenter import InstanceSegmenter
 
     with InstanceSegmenter.from_pretrained("demo-gen2seg") as seg:
         yield seg
@@ -53,7 +53,7 @@ def test_files_size_and_summary():
 
 def test_accuracy_on_a_fixed_held_out_set(segmenter):
     from genmask_sdk.data.instances import held_out_instance_scenes
-    from genmask_sdk.eval.gen2seg_demo import evaluate, summarise
+    from genmask_sdk.families.gen2seg.eval.demo import evaluate, summarise
 
     overall = summarise(evaluate(segmenter, held_out_instance_scenes(N_SCENES), progress=False))["all"]
     for key, measured in MEASURED.items():

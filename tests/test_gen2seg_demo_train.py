@@ -11,10 +11,14 @@ import pytest
 import torch
 
 from genmask_sdk.errors import ConfigError, InvalidInputError
-from genmask_sdk.train import gen2seg_demo
-from genmask_sdk.train.gen2seg_demo import Gen2SegDemoConfig, run
-from genmask_sdk.train.instance_loss import (InstanceLossConfig, instance_colouring_loss, reference_sample_loss,
-                                             sample_loss)
+from genmask_sdk.families.gen2seg.train import demo as gen2seg_demo
+from genmask_sdk.families.gen2seg.train.demo import Gen2SegDemoConfig, run
+from genmask_sdk.families.gen2seg.train.losses import (
+    InstanceLossConfig,
+    instance_colouring_loss,
+    reference_sample_loss,
+    sample_loss,
+)
 
 
 # ------------------------------------------------------------------------------------------ loss
@@ -88,8 +92,8 @@ def test_both_losses_fall(tiny_run):
 
 
 def test_checkpoint_layout_and_loading(tiny_run):
-    from genmask_sdk.instance.segmenter import InstanceSegmenter
-    from genmask_sdk.model.gen2seg import load_gen2seg
+    from genmask_sdk.families.gen2seg.segmenter import InstanceSegmenter
+    from genmask_sdk.families.gen2seg.modeling import load_gen2seg
 
     root, summary, _ = tiny_run
     ck = root / "ck"

@@ -29,15 +29,27 @@ import onnx
 import pytest
 import torch
 
-from genmask_sdk.errors import (ArtifactMismatchError, ArtifactNotFoundError, BackendUnavailableError, ConfigError,
-                                InputTypeError, InvalidInputError, InvalidStateError)
-from genmask_sdk.export import gen2seg_build as gb
+from genmask_sdk.errors import (
+    ArtifactMismatchError,
+    ArtifactNotFoundError,
+    BackendUnavailableError,
+    ConfigError,
+    InputTypeError,
+    InvalidInputError,
+    InvalidStateError,
+)
+from genmask_sdk.families.gen2seg.export import build as gb
 from genmask_sdk.export.fidelity import FidelityError
-from genmask_sdk.export.gen2seg_build import build_gen2seg_engines, check_images, prompt_ious, reference_colour
+from genmask_sdk.families.gen2seg.export.build import (
+    build_gen2seg_engines,
+    check_images,
+    prompt_ious,
+    reference_colour,
+)
 from genmask_sdk.export.manifest import checkpoint_sha256
-from genmask_sdk.model.gen2seg import Gen2SegConfig, Gen2SegMAE, Gen2SegSD, load_gen2seg
-from genmask_sdk.model.gen2seg.configs import tiny_mae_config, tiny_sd_components
-from genmask_sdk.runtime.gen2seg import open_colourizer
+from genmask_sdk.families.gen2seg.modeling import Gen2SegConfig, Gen2SegMAE, Gen2SegSD, load_gen2seg
+from genmask_sdk.families.gen2seg.modeling.configs import tiny_mae_config, tiny_sd_components
+from genmask_sdk.families.gen2seg.engines import open_colourizer
 from genmask_sdk.runtime.manifest import load_manifest, manifest_problems
 
 SD_SIZE = 64
@@ -206,7 +218,7 @@ def test_fp16_of_an_external_data_source_skips_shape_inference(mae_build, tmp_pa
     its fp16 half fits inline; the converter must not try (it failed this way at real size)."""
     import onnx
 
-    from genmask_sdk.export.gen2seg_build import convert_to_fp16
+    from genmask_sdk.families.gen2seg.export.build import convert_to_fp16
     from genmask_sdk.export.onnx_io import save_onnx
 
     source = save_onnx(onnx.load(str(mae_build[0].directory / "mae.fp32.onnx")), tmp_path / "src.onnx", True)
@@ -246,7 +258,7 @@ def test_sd_square_images_equal_the_published_pipeline(sd_build, sd_model):
 
 
 def test_numpy_preprocessing_equals_torch(sd_model):
-    from genmask_sdk.runtime.gen2seg import preprocess_sd
+    from genmask_sdk.families.gen2seg.engines import preprocess_sd
 
     for rgb in odd_images(seed=5):
         ours, (h, w) = preprocess_sd(rgb, SD_SIZE)
@@ -304,7 +316,7 @@ def test_open_colourizer_runs_without_torch(sd_build, mae_build, tmp_path):
     directories = {"sd": str(sd_build[0].directory), "mae": str(mae_build[0].directory)}
     done = run_blocked(f"""
         import json, sys, numpy as np
-        from genmask_sdk.runtime.gen2seg import open_colourizer
+        from genmask_sdk.families.gen2seg.engines import open_colourizer
         rgb = np.load({str(tmp_path / 'rgb.npy')!r})
         maps, described = {{}}, {{}}
         for name, directory in {directories!r}.items():
@@ -466,9 +478,12 @@ def test_a_graph_past_its_tolerance_aborts_and_keeps_the_previous_build(engines_
 
 # ------------------------------------------------------------------------------------------- cli
 def test_cli_dispatch_is_torch_free_and_refuses_genmask_options(sd_checkpoint, mae_checkpoint, tmp_path, capsys):
-    from genmask_sdk.export.cli import main
-    from genmask_sdk.export.gen2seg_cli import CONFIG_NAME, KNOWN_HUB_IDS, is_gen2seg_checkpoint
-    from genmask_sdk.model.gen2seg import CONFIG_NAME as MODEL_CONFIG_NAME, KNOWN_HUB_IDS as MODEL_HUB_IDS
+    from genmask_sdk.cli.build import main
+    from genmask_sdk.families.gen2seg.export.cli import CONFIG_NAME, KNOWN_HUB_IDS, is_gen2seg_checkpoint
+    from genmask_sdk.families.gen2seg.modeling import (
+        CONFIG_NAME as MODEL_CONFIG_NAME,
+        KNOWN_HUB_IDS as MODEL_HUB_IDS,
+    )
 
     assert CONFIG_NAME == MODEL_CONFIG_NAME and set(KNOWN_HUB_IDS) == set(MODEL_HUB_IDS)
     assert is_gen2seg_checkpoint(str(sd_checkpoint)) and is_gen2seg_checkpoint(str(mae_checkpoint))

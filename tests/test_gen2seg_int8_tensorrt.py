@@ -23,19 +23,20 @@ import pytest
 import torch
 
 from genmask_sdk.errors import ArtifactNotFoundError, BackendUnavailableError, InvalidInputError
-from genmask_sdk.export import gen2seg_build as gb
-from genmask_sdk.export import gen2seg_quant as gq
-from genmask_sdk.export import gen2seg_tensorrt, tensorrt_steps
+from genmask_sdk.families.gen2seg.export import build as gb
+from genmask_sdk.families.gen2seg.export import quant as gq
+from genmask_sdk.families.gen2seg.export import tensorrt as gen2seg_tensorrt
+from genmask_sdk.export import tensorrt_steps
 from genmask_sdk.export.fidelity import run_onnx
-from genmask_sdk.export.gen2seg_build import build_gen2seg_engines
+from genmask_sdk.families.gen2seg.export.build import build_gen2seg_engines
 from genmask_sdk.export.modelopt_calib import fake_quant_forward
 from genmask_sdk.export.qdq import write_qdq_graph
 from genmask_sdk.export.tensorrt_build import PlanInfo
-from genmask_sdk.model.gen2seg import Gen2SegMAE
-from genmask_sdk.model.gen2seg.configs import tiny_mae_config
-from genmask_sdk.runtime import gen2seg as runtime
+from genmask_sdk.families.gen2seg.modeling import Gen2SegMAE
+from genmask_sdk.families.gen2seg.modeling.configs import tiny_mae_config
+from genmask_sdk.families.gen2seg import engines as runtime
 from genmask_sdk.runtime import trt_api
-from genmask_sdk.runtime.gen2seg import open_colourizer
+from genmask_sdk.families.gen2seg.engines import open_colourizer
 from genmask_sdk.runtime.manifest import load_manifest
 from test_gen2seg_export import structured_tiny_sd
 

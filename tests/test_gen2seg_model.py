@@ -1,4 +1,4 @@
-"""gen2seg PyTorch reference (genmask_sdk.model.gen2seg): configs, schedule arithmetic, processing,
+"""gen2seg PyTorch reference (genmask_sdk.families.gen2seg.modeling): configs, schedule arithmetic, processing,
 tiny SD and MAE models through the loaders, typed errors, and real-size configs on the meta device.
 
 Everything is offline: tiny random components are saved in the published layouts and loaded back.
@@ -13,12 +13,26 @@ import pytest
 import torch
 
 from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError
-from genmask_sdk.model.gen2seg import (Gen2SegConfig, Gen2SegMAE, Gen2SegSD, MAEColourStage, alphas_cumprod,
-                                       load_gen2seg, load_mae, load_sd, min_max_gamma, min_max_sd,
-                                       one_step_inference_timestep, preprocess_sd, resize_to_original, unpad,
-                                       unpatchify, x0_coefficients)
-from genmask_sdk.model.gen2seg import configs
-from genmask_sdk.model.gen2seg.configs import tiny_mae_config, tiny_sd_components
+from genmask_sdk.families.gen2seg.modeling import (
+    Gen2SegConfig,
+    Gen2SegMAE,
+    Gen2SegSD,
+    MAEColourStage,
+    alphas_cumprod,
+    load_gen2seg,
+    load_mae,
+    load_sd,
+    min_max_gamma,
+    min_max_sd,
+    one_step_inference_timestep,
+    preprocess_sd,
+    resize_to_original,
+    unpad,
+    unpatchify,
+    x0_coefficients,
+)
+from genmask_sdk.families.gen2seg.modeling import configs
+from genmask_sdk.families.gen2seg.modeling.configs import tiny_mae_config, tiny_sd_components
 
 SD2_SCHEDULER = configs.SD2_SCHEDULER
 
@@ -341,7 +355,7 @@ def test_pixel_head_round_trip_and_typed_errors(tmp_path):
 
 # ---------------------------------------------------------------------------------------- errors
 def test_loader_typed_errors(tmp_path, sd_pipeline_dir):
-    from genmask_sdk.config import GenMaskConfig
+    from genmask_sdk.families.genmask.config import GenMaskConfig
 
     genmask = tmp_path / "genmask"
     genmask.mkdir()

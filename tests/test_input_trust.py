@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 from genmask_sdk import Segmenter
-from genmask_sdk.embedders.minilm import MiniLMEmbedder
+from genmask_sdk.families.genmask.modeling.embedders.minilm import MiniLMEmbedder
 from genmask_sdk.errors import ArtifactNotFoundError, BackendUnavailableError, InputTypeError, InvalidInputError
-from genmask_sdk.examples import example_image_path
+from genmask_sdk.data.examples import example_image_path
 from genmask_sdk.runtime.imaging import MAX_PIXELS, load_image
 
 PROMPT = "the red circle"

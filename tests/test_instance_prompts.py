@@ -1,4 +1,4 @@
-"""gen2seg host-side prompts (genmask_sdk.instance): point prompts and segment-everything on
+"""gen2seg host-side prompts (genmask_sdk.families.gen2seg): point prompts and segment-everything on
 synthetic instance colour maps (flat colours on black), input validation, the OpenCV-contrib
 requirement of the refinement, and the package importing without torch or cv2."""
 
@@ -15,9 +15,21 @@ import numpy as np
 import pytest
 
 import genmask_sdk
-from genmask_sdk.errors import BackendUnavailableError, ConfigError, GenMaskError, InputTypeError, InvalidInputError
-from genmask_sdk.instance import (InstanceMask, PromptConfig, point_prompt_mask, query_colour, segment_everything,
-                                  similarity)
+from genmask_sdk.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    GenMaskError,
+    InputTypeError,
+    InvalidInputError,
+)
+from genmask_sdk.families.gen2seg import (
+    InstanceMask,
+    PromptConfig,
+    point_prompt_mask,
+    query_colour,
+    segment_everything,
+    similarity,
+)
 
 H, W = 64, 96
 
@@ -230,7 +242,7 @@ def test_a_point_selects_only_the_connected_part_it_lies_on(twins, refine):
 
 
 def test_a_point_just_outside_its_mask_takes_the_nearest_part(twins):
-    from genmask_sdk.instance.prompts import parts_holding
+    from genmask_sdk.families.gen2seg.prompts import parts_holding
 
     _, left, right = twins
     near_left = parts_holding(left | right, np.array([[31.0, 20.0]]))  # one pixel right of the left square
@@ -248,7 +260,7 @@ def test_segment_everything_gives_same_coloured_objects_one_mask_each(twins):
 
 
 def test_fragments_inside_a_kept_mask_are_suppressed():
-    from genmask_sdk.instance.everything import _suppress, mask_bbox
+    from genmask_sdk.families.gen2seg.everything import _suppress, mask_bbox
 
     def item(mask, score):
         return InstanceMask(mask=mask, score=score, stability=1.0, point=(0, 0), area=int(mask.sum()),
@@ -344,7 +356,7 @@ def test_package_imports_without_torch_and_without_cv2():
         sys.modules["torch"] = None
         sys.modules["cv2"] = None
         import numpy as np
-        import genmask_sdk.instance as instance
+        import genmask_sdk.families.gen2seg as instance
         colour_map = np.zeros((8, 8, 3), dtype=np.uint8)
         colour_map[2:6, 2:6] = (200, 30, 30)
         config = instance.PromptConfig(refine=False, connected=False)

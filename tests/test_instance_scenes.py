@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from genmask_sdk.data import COLOURS, InstanceDataset, generate_instance_scene, shape_area
-from genmask_sdk.data.instances import (HELD_OUT_SEED, INSTANCE_SIZE_CLASSES, MAX_OBJECTS, TRAIN_SEEDS,
-                                        held_out_instance_scenes, size_class_of)
+from genmask_sdk.data.instances import (
+    HELD_OUT_SEED,
+    INSTANCE_SIZE_CLASSES,
+    MAX_OBJECTS,
+    TRAIN_SEEDS,
+    held_out_instance_scenes,
+    size_class_of,
+)
 from genmask_sdk.data.vocabulary import BACKGROUND_KINDS
 from genmask_sdk.errors import InvalidInputError
 

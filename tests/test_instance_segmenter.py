@@ -20,14 +20,20 @@ import torch
 from PIL import Image
 
 from genmask_sdk import InstanceSegmenter, MaskResult, Segmenter
-from genmask_sdk.cli import main
-from genmask_sdk.errors import (ArtifactMismatchError, ArtifactNotFoundError, BackendUnavailableError, InputTypeError,
-                                InvalidInputError, InvalidStateError)
-from genmask_sdk.families import family_of
-from genmask_sdk.instance import PromptConfig, point_prompt_mask
-from genmask_sdk.instance.segmenter import instance_overlay
+from genmask_sdk.cli.main import main
+from genmask_sdk.errors import (
+    ArtifactMismatchError,
+    ArtifactNotFoundError,
+    BackendUnavailableError,
+    InputTypeError,
+    InvalidInputError,
+    InvalidStateError,
+)
+from genmask_sdk.families.registry import family_of
+from genmask_sdk.families.gen2seg import PromptConfig, point_prompt_mask
+from genmask_sdk.families.gen2seg.segmenter import instance_overlay
 from genmask_sdk.metrics import decode_rle
-from genmask_sdk.results import INSTANCE_STAGES, STAGES, Timings
+from genmask_sdk.runtime.results import INSTANCE_STAGES, STAGES, Timings
 
 H, W = 37, 53  # odd, non-square: catches (x, y) / (row, column) mix-ups
 
@@ -36,8 +42,8 @@ H, W = 37, 53  # odd, non-square: catches (x, y) / (row, column) mix-ups
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, object]:
     """{"sd": dir, "mae": dir}: tiny random gen2seg checkpoints in our format."""
-    from genmask_sdk.model.gen2seg import Gen2SegConfig, Gen2SegMAE, Gen2SegSD
-    from genmask_sdk.model.gen2seg.configs import tiny_mae_config, tiny_sd_components
+    from genmask_sdk.families.gen2seg.modeling import Gen2SegConfig, Gen2SegMAE, Gen2SegSD
+    from genmask_sdk.families.gen2seg.modeling.configs import tiny_mae_config, tiny_sd_components
 
     root = tmp_path_factory.mktemp("gen2seg")
     parts = tiny_sd_components(seed=0)
@@ -145,7 +151,7 @@ def flat() -> tuple[InstanceSegmenter, FlatColourizer]:
 
 # ---------------------------------------------------------------------------------- real models
 def test_colorize_shape_and_dtype_at_odd_sizes(segmenters, variant, checkpoints, image):
-    from genmask_sdk.model.gen2seg import load_gen2seg
+    from genmask_sdk.families.gen2seg.modeling import load_gen2seg
 
     segmenter = segmenters[variant]
     colours = segmenter.colorize(image)
@@ -157,7 +163,7 @@ def test_colorize_shape_and_dtype_at_odd_sizes(segmenters, variant, checkpoints,
 
 
 def test_set_image_then_predict_reuses_the_colour_map(checkpoints, image):
-    from genmask_sdk.model.gen2seg.colourizer import TorchColourizer
+    from genmask_sdk.families.gen2seg.modeling.colorizer import TorchColourizer
 
     counting = Counting(TorchColourizer.from_pretrained(checkpoints["sd"]))
     with InstanceSegmenter(counting, source={"kind": "checkpoint", "path": str(checkpoints["sd"])}) as segmenter:
@@ -352,7 +358,7 @@ def test_a_broken_colourizer_is_a_typed_error():
 # -------------------------------------------------------------------------------------- families
 @pytest.fixture(scope="module")
 def genmask_dir(tmp_path_factory):
-    from genmask_sdk.config import GenMaskConfig
+    from genmask_sdk.families.genmask.config import GenMaskConfig
 
     directory = tmp_path_factory.mktemp("genmask_checkpoint")
     GenMaskConfig.preset("tiny", embedder="minilm").save(directory)
@@ -398,7 +404,7 @@ def test_each_segmenter_refuses_the_other_family(checkpoints, genmask_dir, tmp_p
 
 
 def test_a_missing_demo_gen2seg_says_how_to_get_it(tmp_path, monkeypatch):
-    from genmask_sdk import checkpoints
+    from genmask_sdk.families.gen2seg import checkpoints
 
     monkeypatch.setattr(checkpoints, "demo_gen2seg_dir", lambda: tmp_path / "demo_gen2seg")
     with pytest.raises(ArtifactNotFoundError, match="is missing from.*train.gen2seg_demo"):
@@ -408,14 +414,14 @@ def test_a_missing_demo_gen2seg_says_how_to_get_it(tmp_path, monkeypatch):
 def test_from_engines_without_and_with_the_engines_runtime(tmp_path, monkeypatch):
     with pytest.raises(ArtifactNotFoundError, match="does not exist"):
         InstanceSegmenter.from_engines(tmp_path / "missing")
-    monkeypatch.setitem(sys.modules, "genmask_sdk.runtime.gen2seg", None)  # as if the module did not exist
+    monkeypatch.setitem(sys.modules, "genmask_sdk.families.gen2seg.engines", None)  # as if the module did not exist
     with pytest.raises(BackendUnavailableError, match="gen2seg engines are not supported by this installation"):
         InstanceSegmenter.from_engines(tmp_path)
     seen = []
-    fake = types.ModuleType("genmask_sdk.runtime.gen2seg")
+    fake = types.ModuleType("genmask_sdk.families.gen2seg.engines")
     fake.open_colourizer = lambda directory, backend, precision, device, openvino_hint: seen.append(
         (directory, backend, precision, device, openvino_hint)) or FlatColourizer()
-    monkeypatch.setitem(sys.modules, "genmask_sdk.runtime.gen2seg", fake)
+    monkeypatch.setitem(sys.modules, "genmask_sdk.families.gen2seg.engines", fake)
     segmenter = InstanceSegmenter.from_engines(tmp_path, backend="onnxruntime", precision="fp16", device="cpu")
     assert seen == [(tmp_path, "onnxruntime", "fp16", "cpu", "f32")]
     assert segmenter.describe()["source"] == {"kind": "engines", "path": str(tmp_path)}
@@ -445,7 +451,7 @@ def test_importing_and_prompting_stay_torch_free():
     code = blocker + textwrap.dedent("""
         import sys, numpy as np
         from genmask_sdk import InstanceSegmenter
-        import genmask_sdk.cli
+        import genmask_sdk.cli.main
         class Flat:
             def colour_map(self, rgb):
                 out = np.zeros_like(rgb); out[2:10, 2:10] = (200, 20, 20); return out

@@ -88,7 +88,7 @@ def test_file_entries_outside_the_directory_are_refused_before_any_read(engines,
 def test_genmask_info_reports_the_bad_entry_and_fails(engines):
     directory, outside = engines
     _edit(directory, lambda d: _record(d, "dit.fp32.onnx").update(file="../outside/SENTINEL.dit.fp32.onnx"))
-    done = subprocess.run([sys.executable, "-m", "genmask_sdk.cli", "info", str(directory)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "genmask_sdk.cli.main", "info", str(directory)], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and "sha256 OK" not in done.stdout
     assert "is not inside the engines directory" in done.stderr and "Traceback" not in done.stderr

@@ -9,13 +9,7 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from genmask_sdk.errors import InputTypeError, InvalidInputError
-from genmask_sdk.metrics import (
-    SegmentationScores,
-    decode_rle,
-    encode_rle,
-    intersection_union,
-    mask_iou,
-)
+from genmask_sdk.metrics import SegmentationScores, decode_rle, encode_rle, intersection_union, mask_iou
 
 # pycocotools 2.0.x decode under numpy 2 emits this DeprecationWarning from its own code (its
 # Masks.__array__ lacks the `copy` keyword); users do not see it by default, only pytest does.

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from genmask_sdk.config import EMBEDDERS
-from genmask_sdk.embedders import load_embedder
-from genmask_sdk.embedders.minilm import MiniLMEmbedder
+from genmask_sdk.families.genmask.config import EMBEDDERS
+from genmask_sdk.families.genmask.modeling.embedders import load_embedder
+from genmask_sdk.families.genmask.modeling.embedders.minilm import MiniLMEmbedder
 from genmask_sdk.errors import InputTypeError, InvalidInputError
 
 

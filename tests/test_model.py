@@ -5,11 +5,11 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-from genmask_sdk.config import EMBEDDERS, GenMaskConfig
+from genmask_sdk.families.genmask.config import EMBEDDERS, GenMaskConfig
 from genmask_sdk.errors import ArtifactNotFoundError
-from genmask_sdk.model import GenMaskModel, OneStepDiT, wan_velocity
-from genmask_sdk.model.genmask import TEXT_PROJECTION_KEY, fixed_noise
-from genmask_sdk.model.vae import VaeEncoder, encode_mean, single_frame_convolutions
+from genmask_sdk.families.genmask.modeling import GenMaskModel, OneStepDiT, wan_velocity
+from genmask_sdk.families.genmask.modeling.model import TEXT_PROJECTION_KEY, fixed_noise
+from genmask_sdk.families.genmask.modeling.vae import VaeEncoder, encode_mean, single_frame_convolutions
 
 # Wan2.1-T2V-1.3B as diffusers' conversion script defines it (text_dim 4096 = UMT5).
 WAN21_13B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from genmask_sdk.errors import ArtifactNotFoundError, BackendUnavailableError, ConfigError, InvalidInputError
-from genmask_sdk.examples import EXAMPLE_PROMPT, example_image_path
+from genmask_sdk.data.examples import EXAMPLE_PROMPT, example_image_path
 
 openvino = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'genmask-sdk[openvino]')")
 
@@ -110,7 +110,7 @@ def test_openvino_backend_runs_without_torch(tiny_engines):
             "openvino", "--device", "cpu", "--json"]
     run = run_blocked(f"""
         import sys
-        from genmask_sdk.cli import main
+        from genmask_sdk.cli.main import main
         code = main({argv!r})
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in {BLOCKED!r})
         print("LOADED", loaded)
@@ -123,8 +123,8 @@ def test_openvino_backend_runs_without_torch(tiny_engines):
 def test_gen2seg_engines_on_openvino(tmp_path):
     """gen2seg's engine colourizer on OpenVINO: the same colour map as ONNX Runtime (f32), the checkpoint's
     prompt defaults kept, the hint reported."""
-    from genmask_sdk.export.gen2seg_build import build_gen2seg_engines
-    from genmask_sdk.instance.segmenter import InstanceSegmenter
+    from genmask_sdk.families.gen2seg.export.build import build_gen2seg_engines
+    from genmask_sdk.families.gen2seg.segmenter import InstanceSegmenter
     from genmask_sdk.runtime.imaging import load_image
 
     out = tmp_path / "g2s"

@@ -27,19 +27,8 @@ from genmask_sdk.data.converters import (
     refer_samples,
     scene_samples,
 )
-from genmask_sdk.data.prepared import (
-    INFO_FILE,
-    PREPARED_VERSION,
-    PreparedSample,
-    open_prepared,
-    write_prepared,
-)
-from genmask_sdk.errors import (
-    ArtifactMismatchError,
-    ArtifactNotFoundError,
-    ConfigError,
-    InvalidSampleError,
-)
+from genmask_sdk.data.prepared import INFO_FILE, PREPARED_VERSION, PreparedSample, open_prepared, write_prepared
+from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError, InvalidSampleError
 
 H, W = 24, 32  # fixture images: small, not square (catches transposed masks)
 
@@ -320,7 +309,7 @@ def test_version_mismatch_and_missing_sets_say_to_re_prepare(tmp_path):
     expected = rf"{out}.*version {PREPARED_VERSION + 1}.*genmask_sdk\.train\.prepare"
     with pytest.raises(ArtifactMismatchError, match=expected):
         open_prepared(out)
-    with pytest.raises(ArtifactNotFoundError, match="genmask_sdk.train.prepare"):
+    with pytest.raises(ArtifactNotFoundError, match="genmask_sdk.families.genmask.train.prepare"):
         open_prepared(tmp_path / "nowhere")
     (out / INFO_FILE).unlink()
     with pytest.raises(ArtifactNotFoundError, match=INFO_FILE):
@@ -345,7 +334,7 @@ def test_duplicate_ids_empty_input_and_foreign_out_dir(tmp_path):
 # ---------------------------------------------------------------- command line
 
 def test_cli_scenes(tmp_path, capsys):
-    from genmask_sdk.train.prepare import main
+    from genmask_sdk.families.genmask.train.prepare import main
 
     out = tmp_path / "scenes"
     assert main(["--source", "scenes", "--count", "6", "--captions", "2", "--size", "48", "--out", str(out),

@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 
 from genmask_sdk.errors import ArtifactMismatchError
-from genmask_sdk.instance.prompt_defaults import (PROMPT_CONFIG_FILE, prompt_config_from_mapping,
-                                                  prompt_defaults_json, read_prompt_defaults)
-from genmask_sdk.instance.prompts import PromptConfig
-from genmask_sdk.instance.segmenter import InstanceSegmenter
+from genmask_sdk.families.gen2seg.prompt_defaults import (
+    PROMPT_CONFIG_FILE,
+    prompt_config_from_mapping,
+    prompt_defaults_json,
+    read_prompt_defaults,
+)
+from genmask_sdk.families.gen2seg.prompts import PromptConfig
+from genmask_sdk.families.gen2seg.segmenter import InstanceSegmenter
 
 SELECTION = {"metric": "single_point_miou", "chosen": {"threshold": 10.0}, "chosen_score": 0.6}
 
@@ -69,7 +73,7 @@ class Flat:
 
 def test_selection_picks_the_best_candidate_on_the_given_scenes():
     from genmask_sdk.data.instances import InstanceDataset
-    from genmask_sdk.eval.gen2seg_demo import select_prompt_config
+    from genmask_sdk.families.gen2seg.eval.demo import select_prompt_config
     from genmask_sdk.errors import ConfigError
 
     class Truth:  # colours every instance of the scene exactly: any threshold below 255 is perfect...
@@ -106,7 +110,7 @@ def test_caller_beats_checkpoint_beats_published():
 # ------------------------------------------------------------------ checkpoint -> engines -> runtime
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from genmask_sdk.train.gen2seg_demo import Gen2SegDemoConfig, build_model
+    from genmask_sdk.families.gen2seg.train.demo import Gen2SegDemoConfig, build_model
 
     directory = tmp_path_factory.mktemp("prompted") / "ck"
     build_model(Gen2SegDemoConfig.tiny()).eval().save_pretrained(directory)
@@ -130,7 +134,7 @@ def test_from_pretrained_uses_the_checkpoint_defaults(checkpoint, tmp_path):
 
 
 def test_the_build_carries_them_to_the_engines(checkpoint, tmp_path):
-    from genmask_sdk.export.gen2seg_build import build_gen2seg_engines
+    from genmask_sdk.families.gen2seg.export.build import build_gen2seg_engines
 
     out = tmp_path / "engines"
     build_gen2seg_engines(checkpoint, out, ("fp32",), check_samples=1, progress=False, log=lambda line: None)

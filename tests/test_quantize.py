@@ -10,14 +10,20 @@ import onnx
 import pytest
 import torch
 
-from genmask_sdk.config import GenMaskConfig
+from genmask_sdk.families.genmask.config import GenMaskConfig
 from genmask_sdk.errors import ConfigError
-from genmask_sdk.export.graphs import DitGraph, ExportError, export_graph
-from genmask_sdk.export.modelopt_calib import (LayerQuant, calibrate_dit, fake_quant_forward, quant_config,
-                                               quantized_block_ids, sharing_copy)
+from genmask_sdk.families.genmask.export.graphs import DitGraph, ExportError, export_graph
+from genmask_sdk.export.modelopt_calib import (
+    LayerQuant,
+    calibrate_dit,
+    fake_quant_forward,
+    quant_config,
+    quantized_block_ids,
+    sharing_copy,
+)
 from genmask_sdk.export.qdq import quantize_weight, scales, write_qdq_graph
 from genmask_sdk.export.quantize import quantize_dit
-from genmask_sdk.model import GenMaskModel
+from genmask_sdk.families.genmask.modeling import GenMaskModel
 from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
 pytest.importorskip("modelopt.torch.quantization", reason="nvidia-modelopt is not installed (export extra)")

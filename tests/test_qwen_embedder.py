@@ -17,13 +17,13 @@ from PIL import Image
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from genmask_sdk.embedders.base import Embedder, Embedding  # noqa: E402
-from genmask_sdk.embedders.qwen import (  # noqa: E402
+from genmask_sdk.families.genmask.modeling.embedders.base import Embedder, Embedding  # noqa: E402
+from genmask_sdk.families.genmask.modeling.embedders.qwen import (
     ADD_GENERATION_PROMPT,
     QWEN25VL_CHAT_TEMPLATE,
     QwenVLEmbedder,
 )
-from genmask_sdk.errors import (  # noqa: E402
+from genmask_sdk.errors import (
     ArtifactMismatchError,
     ArtifactNotFoundError,
     ConfigError,

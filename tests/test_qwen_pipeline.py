@@ -18,10 +18,10 @@ pytest.importorskip("transformers")
 
 from genmask_sdk import Segmenter  # noqa: E402
 from genmask_sdk.bench.random_qwen import save_random_qwen  # noqa: E402
-from genmask_sdk.config import GenMaskConfig  # noqa: E402
+from genmask_sdk.families.genmask.config import GenMaskConfig  # noqa: E402
 from genmask_sdk.errors import InvalidStateError  # noqa: E402
 from genmask_sdk.metrics import mask_iou  # noqa: E402
-from genmask_sdk.model import GenMaskModel  # noqa: E402
+from genmask_sdk.families.genmask.modeling import GenMaskModel  # noqa: E402
 
 SIZES = [(480, 640), (1080, 1920), (37, 91)]
 PROMPTS = ["the red circle", "the smallest shape on the left"]
@@ -48,7 +48,7 @@ def model(backbones):
 
 @pytest.fixture(scope="module")
 def engines(model, tmp_path_factory):
-    from genmask_sdk.export.pipeline import build_engines
+    from genmask_sdk.families.genmask.export.build import build_engines
 
     out = tmp_path_factory.mktemp("qwen_engines") / "engines"
     build_engines(model=model, out=out, precisions=["fp32", "fp16", "int8"], tensorrt="off", calib_size=4,
@@ -161,7 +161,7 @@ def test_reason_with_minilm_is_a_clear_error(tiny_model):
 
 
 def test_vae_decoder_variant_is_exported_not_substituted(model, tmp_path):
-    from genmask_sdk.export.pipeline import build_engines
+    from genmask_sdk.families.genmask.export.build import build_engines
 
     variant = GenMaskModel(model.config.replace(mask_decoder="vae_decoder"), model.transformer, model.vae,
                            model.mask_head).eval()
@@ -181,7 +181,7 @@ def test_vae_decoder_variant_is_exported_not_substituted(model, tmp_path):
 
 
 def test_cli_reason_prints_the_phrase(engines, model, tmp_path, capsys):
-    from genmask_sdk.cli import main
+    from genmask_sdk.cli.main import main
 
     path = tmp_path / "frame.png"
     Image.fromarray(_image(480, 640)).save(path)
@@ -193,7 +193,7 @@ def test_cli_reason_prints_the_phrase(engines, model, tmp_path, capsys):
 
 
 def test_cli_reason_with_minilm_engines_is_a_clear_error(tiny_engines, capsys):
-    from genmask_sdk.cli import main
+    from genmask_sdk.cli.main import main
 
     assert main(["segment", str(tiny_engines[1].parent / "nothing.png"), "x", "--engines", str(tiny_engines[0])]) == 2
     capsys.readouterr()

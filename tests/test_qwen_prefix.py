@@ -13,9 +13,14 @@ from PIL import Image
 pytest.importorskip("transformers")
 
 from genmask_sdk.bench.random_qwen import save_random_qwen  # noqa: E402
-from genmask_sdk.config import DEFAULT_REASON_TEMPLATE, EMBEDDERS, EmbedderSpec, qwen_max_prompt_tokens  # noqa: E402
-from genmask_sdk.embedders.qwen import QwenVLEmbedder  # noqa: E402
-from genmask_sdk.embedders.qwen_prefix import ImagePrefix  # noqa: E402
+from genmask_sdk.families.genmask.config import (
+    DEFAULT_REASON_TEMPLATE,
+    EMBEDDERS,
+    EmbedderSpec,
+    qwen_max_prompt_tokens,
+)  # noqa: E402
+from genmask_sdk.families.genmask.modeling.embedders.qwen import QwenVLEmbedder  # noqa: E402
+from genmask_sdk.families.genmask.modeling.embedders.qwen_prefix import ImagePrefix  # noqa: E402
 from genmask_sdk.errors import ConfigError, InputTypeError, InvalidInputError, InvalidStateError  # noqa: E402
 
 IMAGE_SIZE = 112  # (112 / 28)^2 = 16 image tokens

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import requires_demo
-from genmask_sdk.examples import EXAMPLE_PROMPT, example_image_path, example_mask_path, example_point
+from genmask_sdk.data.examples import EXAMPLE_PROMPT, example_image_path, example_mask_path, example_point
 from genmask_sdk.metrics import decode_rle, mask_iou
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_demo_script_writes_the_overlay_and_prints_timings(demo_run):
 
 def test_demo_engines_give_the_correct_mask(demo_run):
     out, _ = demo_run
-    run = subprocess.run([str(VENV_PYTHON), "-m", "genmask_sdk.cli", "segment", str(example_image_path()),
+    run = subprocess.run([str(VENV_PYTHON), "-m", "genmask_sdk.cli.main", "segment", str(example_image_path()),
                           EXAMPLE_PROMPT, "--engines", str(out / "engines"), "--json"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -81,7 +81,7 @@ def test_demo_script_colours_every_instance_and_selects_one_by_a_point(demo_run)
     manifest = json.loads((out / "gen2seg_engines" / "manifest.json").read_text())
     assert manifest["family"] == "gen2seg" and sorted(manifest["sets"]) == ["fp16", "fp32", "int8"]
     x, y = example_point()
-    run = subprocess.run([str(VENV_PYTHON), "-m", "genmask_sdk.cli", "segment", str(example_image_path()),
+    run = subprocess.run([str(VENV_PYTHON), "-m", "genmask_sdk.cli.main", "segment", str(example_image_path()),
                           "--point", f"{x},{y}", "--engines", str(out / "gen2seg_engines"), "--json"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr

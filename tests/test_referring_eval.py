@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from genmask_sdk.data import ABSENT_KIND
-from genmask_sdk.eval.referring import (ReferringReport, breakdown_table, evaluate_scenes, held_out_scenes,
-                                        mask_score, scores_table)
+from genmask_sdk.families.genmask.eval.referring import (
+    ReferringReport,
+    breakdown_table,
+    evaluate_scenes,
+    held_out_scenes,
+    mask_score,
+    scores_table,
+)
 
 
 def square(on: bool, value: float = 4.0) -> np.ndarray:

@@ -28,7 +28,7 @@ from genmask_sdk.errors import (
     InvalidInputError,
     InvalidStateError,
 )
-from genmask_sdk.examples import EXAMPLE_PROMPT, example_image_path, example_mask_path, render_example
+from genmask_sdk.data.examples import EXAMPLE_PROMPT, example_image_path, example_mask_path, render_example
 from genmask_sdk.metrics import decode_rle
 
 from conftest import requires_demo
@@ -274,7 +274,7 @@ def test_torch_backend_from_engines_loads_the_recorded_checkpoint(tiny_engines, 
 def test_auto_picks_onnxruntime_cpu_and_says_why(tiny_engines, caplog):
     if torch.cuda.is_available():
         pytest.skip("on a GPU machine auto may pick a GPU backend")
-    with caplog.at_level(logging.INFO, logger="genmask_sdk.segmenter"):
+    with caplog.at_level(logging.INFO, logger="genmask_sdk.families.genmask.segmenter"):
         auto = Segmenter.from_engines(tiny_engines[0])
     info = auto.describe()
     assert (info["backend"], info["provider"], info["precision"], info["device"]) == ("onnxruntime", "cpu", "fp32", "cpu")
@@ -435,7 +435,7 @@ def test_cuda_tensor_input_matches_cpu(tiny_model, image):
 @requires_demo
 def test_torch_bf16_autocast_matches_fp32_and_says_so():
     from genmask_sdk.errors import ConfigError
-    from genmask_sdk.examples import EXAMPLE_PROMPT, example_image_path
+    from genmask_sdk.data.examples import EXAMPLE_PROMPT, example_image_path
     from genmask_sdk.metrics import mask_iou
 
     with Segmenter.from_pretrained("demo") as fp32, Segmenter.from_pretrained("demo", dtype="bf16") as bf16:

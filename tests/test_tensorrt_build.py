@@ -336,7 +336,7 @@ def test_fp8_set_gets_no_plans_on_an_orin_class_gpu(monkeypatch, mode):
 
     from genmask_sdk.errors import BackendUnavailableError
     from genmask_sdk.export import tensorrt_steps
-    from genmask_sdk.export.options import build_options
+    from genmask_sdk.families.genmask.export.options import build_options
 
     monkeypatch.setattr(tensorrt_steps, "availability", lambda _mode: (True, "TensorRT 10.3 on Orin (test)"))
     monkeypatch.setattr(tensorrt_steps, "_current_target", lambda: ("10.3.0", [8, 7]))

@@ -29,7 +29,7 @@ from genmask_sdk.errors import (
 from genmask_sdk.runtime import cuda as cuda_module
 from genmask_sdk.runtime.base import TensorSpec, host_array
 from genmask_sdk.runtime.cuda import CudaDevice, CudaError, DeviceArray, Stream
-from genmask_sdk.runtime.pipeline import RunnerPipeline
+from genmask_sdk.families.genmask.pipeline import RunnerPipeline
 from genmask_sdk.runtime.tensorrt_runner import EngineTensor, TensorRTRunner, check_feed
 from trt_double import NUMPY, make_fake_tensorrt
 
@@ -530,7 +530,7 @@ def tensorrt_engines(demo_engines, tmp_path):
 
 def test_segmenter_on_tensorrt_plans_keeps_stages_on_the_device(tensorrt_engines, monkeypatch):
     from genmask_sdk import Segmenter
-    from genmask_sdk.examples import example_image_path
+    from genmask_sdk.data.examples import example_image_path
     from genmask_sdk.runtime import tensorrt_runner, trt_api
 
     rt = make_fake_cudart()

@@ -1,4 +1,4 @@
-"""Tests of genmask_sdk.train: timestep samplers and rectified-flow helpers."""
+"""Tests of genmask_sdk.families.genmask.train: timestep samplers and rectified-flow helpers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genmask_sdk.errors import ConfigError, InputTypeError, InvalidInputError
-from genmask_sdk.train import (
+from genmask_sdk.families.genmask.train import (
     add_noise,
     flow_matching_loss,
     generation_timesteps,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genmask_sdk.examples import example_image_path
+from genmask_sdk.data.examples import example_image_path
 from genmask_sdk.metrics import decode_rle, mask_iou
 
 BLOCKED = ("torch", "transformers", "diffusers", "accelerate", "safetensors")
@@ -82,7 +82,7 @@ def test_genmask_segment_without_torch(demo_engines, demo_model, tmp_path):
             "onnxruntime", "--out", str(overlay), "--json"]
     done = run_blocked(f"""
         import sys
-        from genmask_sdk.cli import main
+        from genmask_sdk.cli.main import main
         sys.exit(main({argv!r}))
     """)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -122,7 +122,7 @@ def test_gpu_code_paths_run_without_torch(demo_engines, tmp_path):
         from trt_double import make_fake_tensorrt
         from genmask_sdk import Segmenter
         from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
-        from genmask_sdk.runtime.pipeline import RunnerPipeline
+        from genmask_sdk.families.genmask.pipeline import RunnerPipeline
         from genmask_sdk.runtime.tensorrt_runner import TensorRTRunner
 
         plan = {str(tmp_path / "m.plan")!r}

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from genmask_sdk.model import GenMaskModel
-from genmask_sdk.train import demo
+from genmask_sdk.families.genmask.modeling import GenMaskModel
+from genmask_sdk.families.genmask.train import demo
 
 
 def _mean(log, key, sl):

@@ -3,7 +3,7 @@ PyTorch fp32 reference.
 
 Datasets: the demo's held-out procedural scenes (``held_out_scenes``: a seed training never used)
 and, when ``refer_root`` points at a local copy in the ``refer`` layout, RefCOCO / RefCOCO+ /
-RefCOCOg splits (``genmask_sdk.eval.refer``). Every backend sees the same image and prompts in
+RefCOCOg splits (``genmask_sdk.families.genmask.eval.refer``). Every backend sees the same image and prompts in
 lock step, so fidelity (IoU of each backend's mask with the reference's mask; max |logit
 difference|) is measured sample by sample without storing predictions.
 """
@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .latency import at_resolution, load_model, prepare_artifacts
-from .system import hardware, versions
-from .targets import REFERENCE, TargetUnavailable, open_target, parse_targets
+from genmask_sdk.bench.latency import at_resolution, load_model, prepare_artifacts
+from genmask_sdk.bench.system import hardware, versions
+from genmask_sdk.bench.targets import REFERENCE, TargetUnavailable, open_target, parse_targets
 
 SCHEMA = "genmask-bench-accuracy/1"
 
@@ -78,7 +78,7 @@ class Dataset:
 
 
 def demo_dataset(n_scenes: int, seed: int, size: int) -> Dataset:
-    from ..eval import held_out_scenes
+    from genmask_sdk.families.genmask.eval import held_out_scenes
 
     def samples() -> Iterator[Sample]:
         for scene in held_out_scenes(n_scenes, seed, size):
@@ -94,7 +94,7 @@ def demo_dataset(n_scenes: int, seed: int, size: int) -> Dataset:
 
 def refer_datasets(root: str, names: Iterable[str], splits: list[str] | None, limit: int | None) -> list[Dataset | dict]:
     """One Dataset per (dataset, split); a dict with status/reason where one cannot be read."""
-    from ..eval.refer import DATASETS, ReferDataset
+    from genmask_sdk.families.genmask.eval.refer import DATASETS, ReferDataset
 
     found: list[Dataset | dict] = []
     for item in names:
@@ -130,7 +130,7 @@ class _Fidelity:
         self.pixels = 0
 
     def add(self, logits: np.ndarray, reference: np.ndarray) -> None:
-        from ..metrics import mask_iou
+        from genmask_sdk.metrics import mask_iou
 
         self.ious.append(mask_iou(logits > 0, reference > 0))
         diff = np.abs(logits.astype(np.float64) - reference.astype(np.float64))
@@ -150,7 +150,7 @@ def evaluate(dataset: Dataset, segmenters: dict[str, Any], progress: bool) -> di
     """Lock-step evaluation of every segmenter on ``dataset`` -> per-target results."""
     from tqdm.auto import tqdm
 
-    from ..metrics import SegmentationScores
+    from genmask_sdk.metrics import SegmentationScores
 
     scores = {name: SegmentationScores() for name in segmenters}
     fidelity = {name: _Fidelity() for name in segmenters if name != REFERENCE}
@@ -195,7 +195,7 @@ def evaluate(dataset: Dataset, segmenters: dict[str, Any], progress: bool) -> di
 
 def open_segmenters(specs, artifacts, model, embedder, device, settings, log) -> tuple[dict[str, Any], list[dict]]:
     """Open every target as a ``Segmenter``; (opened by name, entries of the skipped/failed)."""
-    from ..segmenter import Segmenter
+    from genmask_sdk.families.genmask.segmenter import Segmenter
 
     opened, problems = {}, []
     for spec in specs:
@@ -221,7 +221,7 @@ def open_segmenters(specs, artifacts, model, embedder, device, settings, log) ->
 
 def run_accuracy(settings: AccuracySettings, log: Callable[[str], None] | None = None,
                  argv: list[str] | None = None) -> dict[str, Any]:
-    from ..eval import HELD_OUT_SEED
+    from genmask_sdk.families.genmask.eval import HELD_OUT_SEED
 
     log = log or (lambda line: print(f"[accuracy] {line}", file=sys.stderr, flush=True))
     if settings.quick:

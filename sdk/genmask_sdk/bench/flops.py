@@ -38,7 +38,7 @@ C_i = base_dim·[1, *dim_mult]_i, spatial side s halving after every stage but t
 These are the *useful* FLOPs: with one frame, a causal 3×3×3 convolution sees two zero-padded
 frames, so only its last temporal slice touches data. diffusers' eager code executes the full 3-D
 kernel, 3× the work in those convolutions (``vae_encoder_flops(..., executed=True)`` counts that);
-the exported graph runs the 2-D equivalent (``genmask_sdk.model.vae.single_frame_convolutions``).
+the exported graph runs the 2-D equivalent (``genmask_sdk.families.genmask.modeling.vae.single_frame_convolutions``).
 
 **Mask head** (linear probe): ``2 · (R/8)² · 16 · 64``.
 
@@ -51,7 +51,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import GenMaskConfig
+from genmask_sdk.families.genmask.config import GenMaskConfig
 
 DIT_FORMULA = ("2·T·64·D + 2·L·(D_txt·D + D²) + K·[2·N·(4D² + 2D² + 2DF) + 2·L·2D² + 4·N²·D + 4·N·L·D] + 2·T·D·64; "
                "T=(R/16)², N=2T")

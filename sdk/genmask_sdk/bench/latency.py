@@ -33,12 +33,30 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .flops import (DIT_FORMULA, EMBED_FORMULA, HEAD_FORMULA, VAE_FORMULA, dit_flops, embedder_flops,
-                    mask_head_flops, vae_encoder_flops)
-from .stats import summarize, time_calls
-from .system import cpu_has_native_bf16, gemm_peak, hardware, peak_memory, versions
-from .targets import (PIPELINE_STAGES, REFERENCE, Artifacts, OpenedTarget, TargetSpec, TargetUnavailable,
-                      detached_head, open_target, parse_targets, unavailable_reason)
+from genmask_sdk.bench.flops import (
+    DIT_FORMULA,
+    EMBED_FORMULA,
+    HEAD_FORMULA,
+    VAE_FORMULA,
+    dit_flops,
+    embedder_flops,
+    mask_head_flops,
+    vae_encoder_flops,
+)
+from genmask_sdk.bench.stats import summarize, time_calls
+from genmask_sdk.bench.system import cpu_has_native_bf16, gemm_peak, hardware, peak_memory, versions
+from genmask_sdk.bench.targets import (
+    PIPELINE_STAGES,
+    REFERENCE,
+    Artifacts,
+    OpenedTarget,
+    TargetSpec,
+    TargetUnavailable,
+    detached_head,
+    open_target,
+    parse_targets,
+    unavailable_reason,
+)
 
 SCHEMA = "genmask-bench-latency/1"
 RANDOM_PRESETS = ("wan2.1-1.3b", "tiny")
@@ -85,8 +103,8 @@ class LatencySettings:
 def load_model(name: str, embedder: str | None, seed: int):
     """(GenMaskModel on CPU, source description): ``demo`` / a checkpoint directory, or a preset
     name (``wan2.1-1.3b``, ``tiny``, or ``random:<preset>``) with random weights from ``seed``."""
-    from ..config import GenMaskConfig
-    from ..model import GenMaskModel
+    from genmask_sdk.families.genmask.config import GenMaskConfig
+    from genmask_sdk.families.genmask.modeling import GenMaskModel
 
     preset = name[len("random:"):] if name.startswith("random:") else (name if name in RANDOM_PRESETS else None)
     if preset is None:
@@ -112,10 +130,10 @@ def prepare_artifacts(model, source: dict, resolution: int, mode: str, specs: li
     """An engines directory (``build_engines``) holding every set the runnable ``specs`` need:
     ``--engines`` / ``engines_root`` for checkpoints, ``work_dir`` for random weights; built when
     missing, built from other weights, or lacking a set (unless ``--no-build``)."""
-    from ..engine_dir import open_manifest
-    from ..errors import ArtifactMismatchError, ArtifactNotFoundError
-    from ..export.options import PRECISIONS
-    from ..export.pipeline import build_engines
+    from genmask_sdk.families.genmask.engine_sets import open_manifest
+    from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError
+    from genmask_sdk.families.genmask.export.options import PRECISIONS
+    from genmask_sdk.families.genmask.export.build import build_engines
 
     native = source.get("native_resolution", model.config.resolution)
     if settings.engines:
@@ -188,7 +206,7 @@ def engines_mismatch(manifest, model, source: dict) -> str | None:
     """Why an engines directory does not hold *this* model (config, resolution and weights), or
     None. Checkpoints are compared by the exporter's checkpoint sha256; random models by its hash
     of config + state dict (what it records for in-memory models)."""
-    from ..export.manifest import checkpoint_sha256
+    from genmask_sdk.export.manifest import checkpoint_sha256
 
     recorded = (manifest.data.get("checkpoint") or {}).get("sha256")
     if manifest.config != model.config:
@@ -197,7 +215,7 @@ def engines_mismatch(manifest, model, source: dict) -> str | None:
         if recorded != checkpoint_sha256(source["path"]):
             return f"{manifest.directory} was built from another checkpoint than {source['path']}"
     elif source["kind"] == "random":
-        from ..export.pipeline import _state_sha256  # the exporter's own definition of that hash
+        from genmask_sdk.families.genmask.export.build import _state_sha256  # the exporter's own definition of that hash
 
         if recorded != _state_sha256(model):
             return f"{manifest.directory} was built from other weights than {source['name']} seed {source.get('seed')}"
@@ -220,8 +238,8 @@ class Inputs:
 def pipeline_inputs(model, embedder, batch_sizes: list[int]) -> Inputs:
     from PIL import Image
 
-    from ..examples import example_image_path
-    from ..imaging import load_image, to_engine_pixels
+    from genmask_sdk.data.examples import example_image_path
+    from genmask_sdk.families.genmask.modeling.imaging import load_image, to_engine_pixels
 
     image = np.asarray(Image.open(example_image_path()).convert("RGB"))
     pixels, _ = to_engine_pixels(load_image(image), model.config.resolution)
@@ -282,7 +300,7 @@ def measure(fn: Callable[[], Any], sync: Callable[[], None], settings, before=No
 
 def to_numpy(value) -> np.ndarray:
     """float32 host copy of a stage output (numpy, torch tensor, DeviceArray or OrtValue)."""
-    from ..runtime.base import host_array
+    from genmask_sdk.runtime.base import host_array
 
     if isinstance(value, torch.Tensor):
         value = value.detach().float()  # bf16 has no numpy dtype
@@ -321,7 +339,7 @@ def run_target(target: OpenedTarget, inputs: Inputs, mode: str, settings, flops:
         summary, logits = measure(lambda: pipe.decode(latent), sync, settings)
         record("mask_head", 1, summary, flops["mask_head"][1])
         outputs["head_logits"] = to_numpy(logits)
-        from ..segmenter import Segmenter
+        from genmask_sdk.families.genmask.segmenter import Segmenter
 
         info = {"backend": target.spec.family, "precision": target.spec.precision, "provider": target.spec.variant,
                 "fallbacks": [], "files": {}, "source": {"kind": "benchmark", "path": None},
@@ -348,7 +366,7 @@ def run_target(target: OpenedTarget, inputs: Inputs, mode: str, settings, flops:
 
 def fidelity(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], head) -> dict[str, Any]:
     """Agreement with the reference target's outputs on the same inputs."""
-    from ..metrics import mask_iou
+    from genmask_sdk.metrics import mask_iou
 
     found: dict[str, Any] = {}
     if "x0" in outputs and "x0" in reference:

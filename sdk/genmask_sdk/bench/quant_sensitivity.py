@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..export.graphs import DitGraph
-from ..export.modelopt_calib import NUM_BITS, block_of, import_mtq, quantized_block_ids, sharing_copy
+from genmask_sdk.families.genmask.export.graphs import DitGraph
+from genmask_sdk.export.modelopt_calib import NUM_BITS, block_of, import_mtq, quantized_block_ids, sharing_copy
 
 _INPUT_KEYS = ("z_img", "context", "context_mask")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..embedders.qwen import QWEN25VL_CHAT_TEMPLATE
+from genmask_sdk.families.genmask.modeling.embedders.qwen import QWEN25VL_CHAT_TEMPLATE
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]

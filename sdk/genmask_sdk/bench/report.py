@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write_text
+from genmask_sdk.io import atomic_write_text
 
 STAGE_ORDER = ("embed", "vae_encoder", "dit", "mask_head", "end_to_end")
 

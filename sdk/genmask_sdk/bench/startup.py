@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .stats import summarize
-from .system import hardware, versions
+from genmask_sdk.bench.stats import summarize
+from genmask_sdk.bench.system import hardware, versions
 
 _PROBE = """
 import json, sys, time
@@ -49,7 +49,7 @@ def _probe(engines: Path, image: str, prompt: str, backend: str, precision: str,
 
 
 def _cli_seconds(engines: Path, image: str, prompt: str, backend: str, precision: str) -> float:
-    command = [sys.executable, "-m", "genmask_sdk.cli", "segment", image, prompt, "--engines", str(engines),
+    command = [sys.executable, "-m", "genmask_sdk.cli.main", "segment", image, prompt, "--engines", str(engines),
                "--backend", backend, "--precision", precision]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)

@@ -77,7 +77,7 @@ def hardware() -> dict[str, Any]:
 
 def versions() -> dict[str, Any]:
     """Versions of genmask-sdk and the tools (None = not installed), and ONNX Runtime's providers."""
-    from .. import __version__
+    from genmask_sdk import __version__
 
     found: dict[str, Any] = {"genmask_sdk": __version__}
     for name in VERSIONED:

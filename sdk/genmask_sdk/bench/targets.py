@@ -1,7 +1,7 @@
 """The backends a benchmark compares, behind the SDK's pipeline interface.
 
 Every opened target exposes ``pipeline`` with ``encode`` / ``denoise`` / ``decode`` (torch tensors
-in and out, as in ``genmask_sdk.backends``), ``sync()`` (waits for the device), ``close()`` and
+in and out, as in ``genmask_sdk.families.genmask.modeling.torch_pipeline``), ``sync()`` (waits for the device), ``close()`` and
 ``details`` (files, methods). A target that cannot run on this machine raises
 ``TargetUnavailable`` with the reason, which the benchmark records as *skipped*; any other
 exception while opening or running is recorded as *failed* with its message. Nothing falls back
@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import GenMaskConfig
+from genmask_sdk.families.genmask.config import GenMaskConfig
 
 logger = logging.getLogger("genmask_sdk.bench")
 PIPELINE_STAGES = ("vae_encoder", "dit", "mask_head")
@@ -184,7 +184,7 @@ def unavailable_reason(spec: TargetSpec, device: torch.device) -> str | None:
         except ImportError as exc:
             return f"OpenVINO is not installed ({exc}); pip install 'genmask-sdk[openvino]'"
     if spec.family == "tensorrt":
-        from ..export.tensorrt_build import tensorrt_available
+        from genmask_sdk.export.tensorrt_build import tensorrt_available
 
         ok, why = tensorrt_available()
         if not ok:
@@ -204,16 +204,16 @@ def open_target(spec: TargetSpec, artifacts: Artifacts, *, model, device: torch.
         if model is None:
             raise TargetUnavailable("the PyTorch model was released before this target (internal ordering)")
         if spec.variant in ("eager", "bf16-autocast"):
-            from ..backends import TorchPipeline  # the pipeline Segmenter.from_pretrained(dtype=...) runs
+            from genmask_sdk.families.genmask.modeling.torch_pipeline import TorchPipeline  # the pipeline Segmenter.from_pretrained(dtype=...) runs
 
             dtype = "fp32" if spec.variant == "eager" else "bf16"
             return OpenedTarget(spec, TorchPipeline(model, dtype), model.device,
                                 {"weights": "float32", "autocast": None if dtype == "fp32" else "bfloat16"})
         return OpenedTarget(spec, CompiledTorchPipeline(model, PIPELINE_STAGES), model.device,
                             {"compile": "torch.compile(dynamic=False), inductor, default mode"})
-    from ..backend_select import open_engines
-    from ..errors import BackendUnavailableError
-    from ..runtime.devices import Device
+    from genmask_sdk.families.genmask.engines import open_engines
+    from genmask_sdk.errors import BackendUnavailableError
+    from genmask_sdk.runtime.devices import Device
 
     on_cuda = spec.needs_cuda
     target_device = device if on_cuda else torch.device("cpu")

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .stats import summarize
-from .system import hardware, peak_memory, versions
+from genmask_sdk.bench.stats import summarize
+from genmask_sdk.bench.system import hardware, peak_memory, versions
 
 TARGETS = ("the red circle", "the cup on the left of the plate", "the smallest shape", "the robot's left gripper",
            "the bottle behind the bowl")
@@ -91,9 +91,9 @@ def benchmark_qwen(size: str = "3b", dtype: str = "float32", image_size: int = 4
     ``QwenVLEmbedder`` with the fixed ``image_size`` budget, then ``run_vlm_stage``."""
     from types import SimpleNamespace
 
-    from ..config import qwen_max_prompt_tokens
-    from ..embedders.qwen import QwenVLEmbedder
-    from .random_qwen import image_processor, qwen_config, random_qwen, word_tokenizer
+    from genmask_sdk.families.genmask.config import qwen_max_prompt_tokens
+    from genmask_sdk.families.genmask.modeling.embedders.qwen import QwenVLEmbedder
+    from genmask_sdk.bench.random_qwen import image_processor, qwen_config, random_qwen, word_tokenizer
 
     log = options.get("log", print)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
-from .. import __version__
-from ..errors import (
+from genmask_sdk import __version__
+from genmask_sdk.errors import (
     ArtifactMismatchError,
     ArtifactNotFoundError,
     BackendUnavailableError,
@@ -46,9 +46,9 @@ from ..errors import (
     InvalidInputError,
     InvalidSampleError,
 )
-from ..io import atomic_write_text
-from ..metrics.rle import decode_rle, encode_rle
-from .staging import staging_dirs, swap_in
+from genmask_sdk.io import atomic_write_text
+from genmask_sdk.metrics.rle import decode_rle, encode_rle
+from genmask_sdk.data.staging import staging_dirs, swap_in
 
 __all__ = [
     "INFO_FILE",
@@ -71,7 +71,7 @@ TASKS = ("seg", "gen")
 SOURCES = ("refcoco", "refcoco+", "refcocog", "coco-stuff", "ade20k", "captions", "scenes")
 INFO_FILE = "prepare_info.json"
 PNG_COMPRESS_LEVEL = 1  # lossless either way; level 1 encodes ~3x faster than 6 for ~10 % more bytes
-PREPARE_HINT = "python -m genmask_sdk.train.prepare --source ... --out"
+PREPARE_HINT = "python -m genmask_sdk.families.genmask.train.prepare --source ... --out"
 INSTALL_HINT = "pip install 'genmask-sdk[train]' (or pip install 'datasets>=3.0')"
 
 
@@ -413,7 +413,7 @@ def open_prepared(directory: Path) -> PreparedDataset:
     Raises:
         ArtifactNotFoundError: ``directory`` or its ``prepare_info.json`` is missing.
         ArtifactMismatchError: another preparation version, or shards missing / not matching the
-            info; the message says to re-run ``python -m genmask_sdk.train.prepare``.
+            info; the message says to re-run ``python -m genmask_sdk.families.genmask.train.prepare``.
     """
     directory = Path(directory)
     if not directory.is_dir():

@@ -1,6 +1,6 @@
 """Export GenMask to ONNX (fp32 / fp16 / int8) and TensorRT plans, with a checked manifest.
 
-Entry points: ``build_engines`` (library), ``genmask_sdk.export.cli.main`` (the command line of
+Entry points: ``build_engines`` (library), ``genmask_sdk.cli.build.main`` (the command line of
 ``python export/build_engines.py`` and ``genmask build``), ``load_manifest`` / ``check_manifest``
 (read an engines directory back). Submodules: ``options`` (build options and inputs),
 ``signatures`` (graph inputs/outputs, shape profiles), ``graphs`` (dynamo export), ``fp16``,
@@ -15,14 +15,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from .manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, check_manifest, checkpoint_sha256, load_manifest
+from genmask_sdk.export.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    Manifest,
+    check_manifest,
+    checkpoint_sha256,
+    load_manifest,
+)
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "Manifest", "build_engines", "check_manifest", "checkpoint_sha256",
            "load_manifest"]
 
 
 def build_engines(*args: Any, **kwargs: Any):
-    """See ``genmask_sdk.export.pipeline.build_engines``."""
-    from .pipeline import build_engines as build
+    """See ``genmask_sdk.families.genmask.export.build.build_engines``."""
+    from genmask_sdk.families.genmask.export.build import build_engines as build
 
     return build(*args, **kwargs)

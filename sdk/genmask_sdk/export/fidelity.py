@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .calibration import Feeds
-from .graphs import ExportError
+from genmask_sdk.families.genmask.export.calibration import Feeds
+from genmask_sdk.families.genmask.export.graphs import ExportError
 
 #: precision -> (atol, rtol) of the build-time check.
 TOLERANCES: dict[str, tuple[float, float]] = {"fp32": (1e-3, 1e-3), "fp16": (5e-2, 5e-2), "int8": (0.25, 0.35),
@@ -64,7 +64,7 @@ def stage_io(stage: str, ref: Reference) -> tuple[dict[str, np.ndarray], np.ndar
 
 def run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
     """The single output of an ONNX graph under ONNX Runtime's CPU provider."""
-    from ..runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
     with OnnxRuntimeRunner(path, provider="cpu") as runner:
         (out,) = runner.infer(feeds).values()
@@ -73,7 +73,7 @@ def run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
 
 def run_plan(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
     """The single output of a TensorRT plan on the current CUDA device (inputs copied to it)."""
-    from ..runtime.tensorrt_runner import TensorRTRunner
+    from genmask_sdk.runtime.tensorrt_runner import TensorRTRunner
 
     with TensorRTRunner(path) as runner:
         (out,) = runner.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()}).values()

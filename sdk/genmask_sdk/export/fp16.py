@@ -4,7 +4,7 @@ Two methods, one per stage, chosen for what each model's PyTorch code already gu
 
 **DiT — mixed precision by construction, then a softmax pass.** ``OneStepDiT`` is built on a
 float16 copy of the transformer and exported directly (dynamo tracing of float16 modules works
-on CPU). ``genmask_sdk.model.wan_forward`` keeps the residual stream, every norm, the AdaLN
+on CPU). ``genmask_sdk.families.genmask.modeling.wan_forward`` keeps the residual stream, every norm, the AdaLN
 modulation and the time embedding's output in float32, so the graph carries exactly those casts
 — the same arithmetic a float16 PyTorch model performs, which is what a strongly typed TensorRT
 network then follows. The graph's I/O stays float32 (casts in ``graphs.DitGraph``). The exporter
@@ -32,10 +32,10 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
-from ..model import GenMaskModel, OneStepDiT
-from ..model.genmask import fixed_noise
-from .graphs import DitGraph, ExportError, export_graph
-from .onnx_io import save_onnx
+from genmask_sdk.families.genmask.modeling import GenMaskModel, OneStepDiT
+from genmask_sdk.families.genmask.modeling.model import fixed_noise
+from genmask_sdk.families.genmask.export.graphs import DitGraph, ExportError, export_graph
+from genmask_sdk.export.onnx_io import save_onnx
 
 # Op types kept in float32 in the VAE encoder besides the converter's defaults.
 VAE_FP32_OPS = ("ReduceL2", "ReduceMean", "ReduceSum", "Div", "Pow", "Sqrt", "Reciprocal", "Clip",

@@ -39,12 +39,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..config import GenMaskConfig
-from ..errors import ArtifactMismatchError, ArtifactNotFoundError
-from ..io import atomic_write_text, sha256_file
+from genmask_sdk.families.genmask.config import GenMaskConfig
+from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError
+from genmask_sdk.io import atomic_write_text, sha256_file
 
 # Reading (schema, containment, checksums) lives in the runtime, which serves engines without this package.
-from ..runtime.manifest import (  # noqa: E402,F401  (re-exported)
+from genmask_sdk.runtime.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     Manifest,

@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from genmask_sdk.errors import ConfigError
 
 QUANT_MODES = ("int8", "fp8")
 #: Modules never quantized (float32 in every quantized graph), matched as path fragments.

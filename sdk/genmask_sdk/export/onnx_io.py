@@ -13,8 +13,8 @@ from pathlib import Path
 import onnx
 from onnx import ModelProto
 
-from ..runtime.base import TensorSpec
-from .options import EXTERNAL_DATA_THRESHOLD  # noqa: F401  (re-exported)
+from genmask_sdk.runtime.base import TensorSpec
+from genmask_sdk.families.genmask.export.options import EXTERNAL_DATA_THRESHOLD  # noqa: F401  (re-exported)
 
 _ELEM_DTYPES = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",

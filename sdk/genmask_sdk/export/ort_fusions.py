@@ -29,7 +29,7 @@ def fuse_for_onnxruntime(source: Path, out: Path, external_data: bool) -> dict[s
     from onnxscript import optimizer
     from onnxscript.rewriter.ort_fusions import gelu, rms_normalization, skip_normalization
 
-    from ..errors import InvalidStateError
+    from genmask_sdk.errors import InvalidStateError
 
     model = ir.load(str(source))
     renamed = _reduce_over_last_axis_as_minus_one(model, ir)

@@ -31,10 +31,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graphs import ExportError
-from .modelopt_calib import LayerQuant, module_of
-from .onnx_io import check_onnx, save_onnx
-from .fp16 import name_scopes
+from genmask_sdk.families.genmask.export.graphs import ExportError
+from genmask_sdk.export.modelopt_calib import LayerQuant, module_of
+from genmask_sdk.export.onnx_io import check_onnx, save_onnx
+from genmask_sdk.export.fp16 import name_scopes
 
 FP8_MIN_OPSET = 19
 #: Op types whose second input (an initialiser) is a calibrated layer's weight.

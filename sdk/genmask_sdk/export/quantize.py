@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .modelopt_calib import KEPT_MODULES, block_of, calibrate_dit, modelopt_version
-from .qdq import write_qdq_graph
+from genmask_sdk.export.modelopt_calib import KEPT_MODULES, block_of, calibrate_dit, modelopt_version
+from genmask_sdk.export.qdq import write_qdq_graph
 
 QUANT_FORMATS = {"int8": "INT8 symmetric (zero point 0): per-tensor activations, per-output-channel weights",
                  "fp8": "FP8 E4M3: per-tensor activations and weights"}

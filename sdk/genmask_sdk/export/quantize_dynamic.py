@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .onnx_io import external_data_files
+from genmask_sdk.export.onnx_io import external_data_files
 
 INT8_DYNAMIC_METHOD = ("onnxscript ort_fusions (SimplifiedLayerNormalization, SkipLayerNormalization, FastGelu) on "
                        "the fp32 DiT graph, then onnxruntime.quantization.quantize_dynamic: MatMul with constant "
@@ -28,7 +28,7 @@ def quantize_dynamic_dit(source: Path, out: Path) -> dict[str, Any]:
     manifest's ``details`` (method, base precision, whether weights are external data, fusion counts)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .ort_fusions import fuse_for_onnxruntime
+    from genmask_sdk.export.ort_fusions import fuse_for_onnxruntime
 
     external = bool(external_data_files(source))
     out.unlink(missing_ok=True)

@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import ConfigError, GenMaskError
-from .manifest import MANIFEST_NAME, write_manifest
+from genmask_sdk.errors import ConfigError, GenMaskError
+from genmask_sdk.export.manifest import MANIFEST_NAME, write_manifest
 
 
 class BuildLockedError(GenMaskError, RuntimeError):

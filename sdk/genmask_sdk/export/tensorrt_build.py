@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Mapping
 
-from ..errors import ArtifactNotFoundError, BackendUnavailableError, ConfigError
-from ..runtime.shape_profiles import ShapeRange, format_profile_shapes, normalize_profiles
-from ..runtime.trt_api import import_tensorrt, require_supported_tensorrt, shared_logger
+from genmask_sdk.errors import ArtifactNotFoundError, BackendUnavailableError, ConfigError
+from genmask_sdk.runtime.shape_profiles import ShapeRange, format_profile_shapes, normalize_profiles
+from genmask_sdk.runtime.trt_api import import_tensorrt, require_supported_tensorrt, shared_logger
 
 DEFAULT_WORKSPACE_BYTES = 4 << 30
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import BackendUnavailableError
-from .manifest import file_record
-from .options import CPU_SETS, SETS
-from .tensorrt_build import TensorRTBuildConfig, build_plan, tensorrt_available, trtexec_command
+from genmask_sdk.errors import BackendUnavailableError
+from genmask_sdk.export.manifest import file_record
+from genmask_sdk.families.genmask.export.options import CPU_SETS, SETS
+from genmask_sdk.export.tensorrt_build import TensorRTBuildConfig, build_plan, tensorrt_available, trtexec_command
 
 TIMING_CACHE = "timing.cache"
 OFF_REASON = "disabled with --tensorrt off"
@@ -107,7 +107,7 @@ class TensorRTStep:
             self.summary["refused"] = dict(self.refused)
 
     def _plan(self, stage: str, precision: str, previous) -> None:
-        from .fidelity import check_graph  # torch: this module itself stays importable without it
+        from genmask_sdk.export.fidelity import check_graph  # torch: this module itself stays importable without it
 
         build = self.build
         source = build.records[(stage, precision, "onnx")]
@@ -166,7 +166,7 @@ def fp8_refusal(capability: Sequence[int]) -> str | None:
 def _current_target() -> tuple[str, list[int]]:
     import torch
 
-    from ..runtime.trt_api import import_tensorrt
+    from genmask_sdk.runtime.trt_api import import_tensorrt
 
     return str(import_tensorrt().__version__), list(torch.cuda.get_device_capability())
 

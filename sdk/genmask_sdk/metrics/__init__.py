@@ -3,7 +3,7 @@
 See :mod:`genmask_sdk.metrics.iou` for which name means what in the literature.
 """
 
-from .iou import (
+from genmask_sdk.metrics.iou import (
     DEFAULT_PRECISION_THRESHOLDS,
     EMPTY_UNION_IOU,
     SegmentationScores,
@@ -11,7 +11,7 @@ from .iou import (
     iou_from_counts,
     mask_iou,
 )
-from .rle import RLE, decode_rle, encode_rle
+from genmask_sdk.metrics.rle import RLE, decode_rle, encode_rle
 
 __all__ = [
     "DEFAULT_PRECISION_THRESHOLDS",

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputTypeError, InvalidInputError
+from genmask_sdk.errors import InputTypeError, InvalidInputError
 
 
 def check_binary_mask(mask: Any, name: str = "mask") -> np.ndarray:

@@ -25,8 +25,8 @@ from typing import Hashable, Iterable
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from ._validate import check_binary_mask, check_same_shape
+from genmask_sdk.errors import InvalidInputError
+from genmask_sdk.metrics._validate import check_binary_mask, check_same_shape
 
 #: Pr@X thresholds reported by RefCOCO papers.
 DEFAULT_PRECISION_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from ..errors import InputTypeError, InvalidInputError
-from ._validate import check_binary_mask
+from genmask_sdk.errors import InputTypeError, InvalidInputError
+from genmask_sdk.metrics._validate import check_binary_mask
 
 #: A COCO RLE: ``{"size": [H, W], "counts": str | bytes | list[int]}``.
 RLE = dict[str, Any]

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import GenMaskError
+from genmask_sdk.errors import GenMaskError
 
 
 @dataclass(frozen=True)

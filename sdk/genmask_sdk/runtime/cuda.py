@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InvalidInputError
+from genmask_sdk.errors import BackendUnavailableError, InvalidInputError
 
 INSTALL_HINT = (
     "Install it with pip install 'genmask-sdk[gpu]' (cuda-python), choosing the major version of your "

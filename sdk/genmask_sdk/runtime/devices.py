@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from ..errors import BackendUnavailableError, ConfigError
+from genmask_sdk.errors import BackendUnavailableError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Device:
 
 def cuda_device_count() -> tuple[int, str]:
     """(visible CUDA GPUs, how that was found)."""
-    from . import cuda
+    from genmask_sdk.runtime import cuda
 
     try:
         cudart = cuda.import_cudart()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from ..errors import InvalidInputError
+from genmask_sdk.errors import InvalidInputError
 
 
 def check_feed_names(runner: str, feeds: Mapping[str, object], expected: Collection[str]) -> None:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ArtifactNotFoundError, InputTypeError, InvalidInputError
-from .base import is_torch_tensor
+from genmask_sdk.errors import ArtifactNotFoundError, InputTypeError, InvalidInputError
+from genmask_sdk.runtime.base import is_torch_tensor
 
 ACCEPTED = ("a file path, a PIL image, a numpy HxWx3 array (uint8, uint16, or float in [0, 1]) or a torch tensor "
             "(CHW or HWC)")

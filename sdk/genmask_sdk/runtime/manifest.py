@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .. import __version__
-from ..errors import ArtifactMismatchError, ArtifactNotFoundError
-from ..io import sha256_file
-from .base import TensorSpec
+from genmask_sdk import __version__
+from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError
+from genmask_sdk.io import sha256_file
+from genmask_sdk.runtime.base import TensorSpec
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -95,11 +95,11 @@ class Manifest:
 
     @property
     def config(self):
-        from ..config import GenMaskConfig
+        from genmask_sdk.families.genmask.config import GenMaskConfig
 
         if self.family == "gen2seg":
             raise ArtifactMismatchError(f"{self.directory} holds gen2seg engines (family 'gen2seg'), not GenMask ones; "
-                                        "open them with genmask_sdk.runtime.gen2seg.open_colourizer.")
+                                        "open them with genmask_sdk.families.gen2seg.engines.open_colourizer.")
         return GenMaskConfig.from_dict(self.data["config"])
 
     @property

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import (
+from genmask_sdk.errors import (
     ArtifactMismatchError,
     ArtifactNotFoundError,
     BackendUnavailableError,
@@ -21,10 +21,10 @@ from ..errors import (
     InputTypeError,
     InvalidInputError,
 )
-from .base import Runner, TensorSpec, is_torch_tensor
-from .cuda import wait_for_torch_producer
-from .feed_checks import check_feed_names, dtype_error, shape_error, shape_is_compatible
-from .shape_profiles import ShapeRange, format_profile_shapes, normalize_profiles
+from genmask_sdk.runtime.base import Runner, TensorSpec, is_torch_tensor
+from genmask_sdk.runtime.cuda import wait_for_torch_producer
+from genmask_sdk.runtime.feed_checks import check_feed_names, dtype_error, shape_error, shape_is_compatible
+from genmask_sdk.runtime.shape_profiles import ShapeRange, format_profile_shapes, normalize_profiles
 
 EXECUTION_PROVIDERS = {
     "cpu": "CPUExecutionProvider",

@@ -17,9 +17,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import ArtifactMismatchError, ArtifactNotFoundError, BackendUnavailableError, ConfigError
-from .base import Runner, TensorSpec
-from .feed_checks import check_feed_names, dtype_error, shape_error, shape_is_compatible
+from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, BackendUnavailableError, ConfigError
+from genmask_sdk.runtime.base import Runner, TensorSpec
+from genmask_sdk.runtime.feed_checks import check_feed_names, dtype_error, shape_error, shape_is_compatible
 
 PRECISION_HINTS = ("f32", "bf16", "f16")
 DEVICES = ("CPU", "GPU", "NPU")

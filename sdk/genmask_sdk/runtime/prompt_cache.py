@@ -17,7 +17,7 @@ class PromptCache:
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         if not isinstance(max_bytes, int) or max_bytes < 0:
-            from ..errors import ConfigError
+            from genmask_sdk.errors import ConfigError
 
             raise ConfigError(f"cache_bytes must be an int >= 0, got {max_bytes!r}.")
         self.max_bytes = max_bytes

@@ -15,18 +15,32 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import (
+from genmask_sdk.errors import (
     ArtifactMismatchError,
     ArtifactNotFoundError,
     BackendUnavailableError,
     InputTypeError,
     InvalidInputError,
 )
-from .base import Runner, TensorSpec
-from .cuda import CudaDevice, CudaError, CudaGraph, DeviceArray, Stream, from_cuda_array_interface, wait_for
-from .devices import parse_device
-from .feed_checks import check_feed_names, dtype_error, profile_error, shape_error, shape_is_compatible
-from .trt_api import import_tensorrt, numpy_dtype_of, require_supported_tensorrt, shared_logger
+from genmask_sdk.runtime.base import Runner, TensorSpec
+from genmask_sdk.runtime.cuda import (
+    CudaDevice,
+    CudaError,
+    CudaGraph,
+    DeviceArray,
+    Stream,
+    from_cuda_array_interface,
+    wait_for,
+)
+from genmask_sdk.runtime.devices import parse_device
+from genmask_sdk.runtime.feed_checks import (
+    check_feed_names,
+    dtype_error,
+    profile_error,
+    shape_error,
+    shape_is_compatible,
+)
+from genmask_sdk.runtime.trt_api import import_tensorrt, numpy_dtype_of, require_supported_tensorrt, shared_logger
 
 REBUILD_HINT = (
     "Rebuild the plan on this machine (python export/build_engines.py ... --backend tensorrt), or "

@@ -11,7 +11,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from ..errors import BackendUnavailableError
+from genmask_sdk.errors import BackendUnavailableError
 
 MIN_TENSORRT = Version("10.0")
 INSTALL_HINT = (

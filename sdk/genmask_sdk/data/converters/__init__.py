@@ -12,11 +12,11 @@ reads is in its module docstring. The sources::
     --source scenes      scene_samples          procedural expressions ("seg") and captions ("gen")
 """
 
-from .captions import coco_caption_samples
-from .class_names import ADE20K_CLASSES, COCO_STUFF_CLASSES
-from .refer import REFER_DATASETS, SPLIT_BYS, annotation_mask, load_refs, refer_samples
-from .scenes import scene_samples
-from .semantic import ade20k_samples, coco_stuff_samples, semantic_samples
+from genmask_sdk.data.converters.captions import coco_caption_samples
+from genmask_sdk.data.converters.class_names import ADE20K_CLASSES, COCO_STUFF_CLASSES
+from genmask_sdk.data.converters.refer import REFER_DATASETS, SPLIT_BYS, annotation_mask, load_refs, refer_samples
+from genmask_sdk.data.converters.scenes import scene_samples
+from genmask_sdk.data.converters.semantic import ade20k_samples, coco_stuff_samples, semantic_samples
 
 CONVERTER_SOURCES = ("refer", "coco-stuff", "ade20k", "captions", "scenes")
 

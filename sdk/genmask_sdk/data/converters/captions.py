@@ -15,9 +15,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from ...errors import ConfigError, InvalidSampleError
-from ..prepared import PreparedSample
-from .common import load_rgb, read_json, require_dir, require_file
+from genmask_sdk.errors import ConfigError, InvalidSampleError
+from genmask_sdk.data.prepared import PreparedSample
+from genmask_sdk.data.converters.common import load_rgb, read_json, require_dir, require_file
 
 
 def _captions_by_image(annotations: list[dict]) -> dict[int, list[dict]]:

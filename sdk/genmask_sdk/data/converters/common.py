@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ...errors import ArtifactMismatchError, ArtifactNotFoundError, InvalidSampleError
+from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, InvalidSampleError
 
 
 def require_dir(path: Path, what: str, hint: str) -> Path:

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from ...errors import ArtifactMismatchError, ConfigError, InvalidSampleError
-from ..prepared import PreparedSample
-from .common import check_same_size, load_rgb, read_json, require_dir, require_file
+from genmask_sdk.errors import ArtifactMismatchError, ConfigError, InvalidSampleError
+from genmask_sdk.data.prepared import PreparedSample
+from genmask_sdk.data.converters.common import check_same_size, load_rgb, read_json, require_dir, require_file
 
 REFER_DATASETS = ("refcoco", "refcoco+", "refcocog")
 SPLIT_BYS = ("unc", "umd", "google")

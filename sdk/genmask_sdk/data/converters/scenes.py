@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import chain, count as naturals, islice
 
-from ...errors import ConfigError
-from ..captions import generate_captioned_image
-from ..prepared import PreparedSample
-from ..scenes import check_scene_arguments, generate_scene
+from genmask_sdk.errors import ConfigError
+from genmask_sdk.data.captions import generate_captioned_image
+from genmask_sdk.data.prepared import PreparedSample
+from genmask_sdk.data.scenes import check_scene_arguments, generate_scene
 
 
 def _check_count(name: str, value: int) -> None:

@@ -28,10 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ArtifactNotFoundError, ConfigError, InvalidSampleError
-from ..prepared import PreparedSample
-from .class_names import ADE20K_CLASSES, ADE20K_OTHER, COCO_STUFF_CLASSES, COCO_STUFF_UNLABELED
-from .common import check_same_size, load_label_map, load_rgb, require_dir
+from genmask_sdk.errors import ArtifactNotFoundError, ConfigError, InvalidSampleError
+from genmask_sdk.data.prepared import PreparedSample
+from genmask_sdk.data.converters.class_names import (
+    ADE20K_CLASSES,
+    ADE20K_OTHER,
+    COCO_STUFF_CLASSES,
+    COCO_STUFF_UNLABELED,
+)
+from genmask_sdk.data.converters.common import check_same_size, load_label_map, load_rgb, require_dir
 
 DEFAULT_MIN_PIXELS = 64
 

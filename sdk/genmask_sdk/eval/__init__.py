@@ -1,5 +1,0 @@
-"""Accuracy evaluation (held-out procedural scenes; RefCOCO-style data in benchmarks/)."""
-
-from .referring import HELD_OUT_SEED, evaluate_scenes, held_out_scenes, scores_table
-
-__all__ = ["HELD_OUT_SEED", "evaluate_scenes", "held_out_scenes", "scores_table"]
