@@ -434,7 +434,7 @@ def latency(checkpoint: Path, engines: Path, precisions: list[str], size: int, r
     from genmask_sdk.families.gen2seg.export.build import reference_colour
     from genmask_sdk.families.gen2seg.modeling import load_gen2seg
     from genmask_sdk.families.gen2seg.modeling.colorizer import TorchColourizer
-    from genmask_sdk.families.gen2seg.engines import STAGES
+    from genmask_sdk.families.gen2seg.pipeline import STAGES
 
     backends = []
     with phases("torch") as phase:

@@ -23,7 +23,8 @@ from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, Con
 from genmask_sdk.cli import build as cli
 from genmask_sdk.families.genmask.export import build as pipeline
 from genmask_sdk.families.genmask.export.calibration import Feeds
-from genmask_sdk.export.fidelity import FidelityError, Reference, check_graph
+from genmask_sdk.export.fidelity import FidelityError
+from genmask_sdk.families.genmask.export.fidelity import Reference, check_graph
 from genmask_sdk.export.manifest import check_manifest, checkpoint_sha256, load_manifest
 from genmask_sdk.io import sha256_file
 from genmask_sdk.families.genmask.modeling import GenMaskModel

@@ -150,7 +150,7 @@ def test_resume_after_a_crash_repeats_exactly_the_lost_steps(trained, tmp_path):
 
 def test_final_checkpoint_builds_engines_and_segments(trained):
     from genmask_sdk import Segmenter
-    from genmask_sdk.export import build_engines
+    from genmask_sdk import build_engines
     from genmask_sdk.families.genmask.modeling import GenMaskModel
 
     out = trained["out"]

@@ -29,6 +29,7 @@ import onnx
 import pytest
 import torch
 
+from genmask_sdk.families.genmask.engine_sets import manifest_config
 from genmask_sdk.errors import (
     ArtifactMismatchError,
     ArtifactNotFoundError,
@@ -258,7 +259,7 @@ def test_sd_square_images_equal_the_published_pipeline(sd_build, sd_model):
 
 
 def test_numpy_preprocessing_equals_torch(sd_model):
-    from genmask_sdk.families.gen2seg.engines import preprocess_sd
+    from genmask_sdk.families.gen2seg.pipeline import preprocess_sd
 
     for rgb in odd_images(seed=5):
         ours, (h, w) = preprocess_sd(rgb, SD_SIZE)
@@ -360,7 +361,7 @@ def test_manifest_validates_and_tampering_is_refused(engines_copy):
     manifest = load_manifest(engines_copy, verify=True, family="gen2seg")
     assert manifest.family == "gen2seg" and manifest.precisions == ["fp32", "fp16", "int8"]
     with pytest.raises(ArtifactMismatchError, match="gen2seg engines"):
-        manifest.config  # noqa: B018  (a GenMask Segmenter reading this directory gets a clear error)
+        manifest_config(manifest)  # a GenMask Segmenter reading this directory gets a clear error
     path = engines_copy / "mae.fp32.onnx"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -479,7 +480,7 @@ def test_a_graph_past_its_tolerance_aborts_and_keeps_the_previous_build(engines_
 # ------------------------------------------------------------------------------------------- cli
 def test_cli_dispatch_is_torch_free_and_refuses_genmask_options(sd_checkpoint, mae_checkpoint, tmp_path, capsys):
     from genmask_sdk.cli.build import main
-    from genmask_sdk.families.gen2seg.export.cli import CONFIG_NAME, KNOWN_HUB_IDS, is_gen2seg_checkpoint
+    from genmask_sdk.cli.build_gen2seg import CONFIG_NAME, KNOWN_HUB_IDS, is_gen2seg_checkpoint
     from genmask_sdk.families.gen2seg.modeling import (
         CONFIG_NAME as MODEL_CONFIG_NAME,
         KNOWN_HUB_IDS as MODEL_HUB_IDS,

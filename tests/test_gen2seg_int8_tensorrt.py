@@ -34,7 +34,7 @@ from genmask_sdk.export.qdq import write_qdq_graph
 from genmask_sdk.export.tensorrt_build import PlanInfo
 from genmask_sdk.families.gen2seg.modeling import Gen2SegMAE
 from genmask_sdk.families.gen2seg.modeling.configs import tiny_mae_config
-from genmask_sdk.families.gen2seg import engines as runtime
+from genmask_sdk.families.gen2seg import pipeline as runtime
 from genmask_sdk.runtime import trt_api
 from genmask_sdk.families.gen2seg.engines import open_colourizer
 from genmask_sdk.runtime.manifest import load_manifest
@@ -161,7 +161,7 @@ class PlanDoubles:
         monkeypatch.setattr(gen2seg_tensorrt, "availability", lambda mode: (True, "TensorRT 10.13 (double)"))
         monkeypatch.setattr(gen2seg_tensorrt, "build_plan", self.build_plan)
         monkeypatch.setattr(gen2seg_tensorrt, "plan_output", lambda path, feeds: run_onnx(Path(path), dict(feeds)))
-        monkeypatch.setattr(tensorrt_steps, "_current_target", lambda: ("10.13.0", [8, 7]))
+        monkeypatch.setattr(tensorrt_steps, "current_target", lambda: ("10.13.0", [8, 7]))
         monkeypatch.setattr(runtime.EngineColourizer, "_make_runners", self.make_runners)
         monkeypatch.setattr(trt_api, "import_tensorrt", lambda: SimpleNamespace(__version__="10.13.0"))
 
@@ -208,7 +208,7 @@ def test_tensorrt_plans_are_built_checked_recorded_and_opened(mae_checkpoint, tm
     again = build_gen2seg_engines(mae_checkpoint, out, ["fp16", "int8"], progress=False, log=quiet, check_samples=1,
                                   calib_size=4, tensorrt="on", max_batch=2)
     assert again.built == [] and doubles.built == []
-    monkeypatch.setattr(tensorrt_steps, "_current_target", lambda: ("10.13.0", [9, 0]))
+    monkeypatch.setattr(tensorrt_steps, "current_target", lambda: ("10.13.0", [9, 0]))
     build_gen2seg_engines(mae_checkpoint, out, ["fp16", "int8"], progress=False, log=quiet, check_samples=1,
                           calib_size=4, tensorrt="on", max_batch=2)
     assert sorted(doubles.built) == ["mae.fp16.plan", "mae.int8.plan"]

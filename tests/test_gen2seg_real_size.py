@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from genmask_sdk.families.gen2seg.engines import STAGES
+from genmask_sdk.families.gen2seg.pipeline import STAGES
 from genmask_sdk.runtime.manifest import load_manifest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gen2seg_real_size.py"

@@ -50,3 +50,7 @@ def one_line(error: BaseException) -> str:
     """An error's message on one line: its lines joined with '; ' (list bullets "- " dropped)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return "; ".join(line[2:] if line.startswith("- ") else line for line in lines)
+
+
+class ExportError(GenMaskError, RuntimeError):
+    """Exporting, converting or checking a graph failed."""

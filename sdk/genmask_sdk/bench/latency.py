@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from genmask_sdk.families.genmask.engine_sets import manifest_config
 from genmask_sdk.bench.flops import (
     DIT_FORMULA,
     EMBED_FORMULA,
@@ -195,7 +196,7 @@ def prepare_artifacts(model, source: dict, resolution: int, mode: str, specs: li
         manifest = result.manifest
     if manifest is None:
         raise RuntimeError(f"no usable engines in {directory}")
-    artifacts = Artifacts(directory, manifest.config, manifest, build_seconds=build_seconds)
+    artifacts = Artifacts(directory, manifest_config(manifest), manifest, build_seconds=build_seconds)
     for record in manifest.artifacts:
         if record["stage"] == "dit" and record["runtime"] == "onnx":
             artifacts.methods[record["precision"]] = record.get("details")
@@ -209,7 +210,7 @@ def engines_mismatch(manifest, model, source: dict) -> str | None:
     from genmask_sdk.export.manifest import checkpoint_sha256
 
     recorded = (manifest.data.get("checkpoint") or {}).get("sha256")
-    if manifest.config != model.config:
+    if manifest_config(manifest) != model.config:
         return f"{manifest.directory} was built for another config or resolution"
     if source["kind"] == "checkpoint" and source.get("path"):
         if recorded != checkpoint_sha256(source["path"]):

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import torch
 
+from genmask_sdk.families.genmask.engine_sets import manifest_config
 from genmask_sdk.families.genmask.config import GenMaskConfig
 
 logger = logging.getLogger("genmask_sdk.bench")
@@ -220,7 +221,7 @@ def open_target(spec: TargetSpec, artifacts: Artifacts, *, model, device: torch.
     where = Device("cuda", target_device.index or 0) if on_cuda else Device("cpu")
     manifest = artifacts.manifest
     try:
-        opened = open_engines(manifest, manifest.config, spec.family, spec.precision, where,
+        opened = open_engines(manifest, manifest_config(manifest), spec.family, spec.precision, where,
                               spec.variant if spec.family == "onnxruntime" else None, verify=True,
                               openvino_hint=spec.variant if spec.family == "openvino" else "f32", threads=threads)
     except BackendUnavailableError as exc:

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Sequence
 
+from genmask_sdk.cli.arguments import parse_precisions
 from genmask_sdk.errors import GenMaskError, one_line
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "build_engines.py") -> i
     """``prog``: the command name in usage and error lines (``genmask build`` when called from there)."""
     started = time.perf_counter()  # before the heavy imports below: the reported time is the real wait
     args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
-    from genmask_sdk.families.gen2seg.export.cli import gen2seg_main  # a gen2seg checkpoint (decided torch-free) takes its own build
+    from genmask_sdk.cli.build_gen2seg import gen2seg_main  # a gen2seg checkpoint (decided torch-free) takes its own build
 
     if (code := gen2seg_main(args, prog)) is not None:
         return code
@@ -117,13 +118,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "build_engines.py") -> i
         plans = ", ".join(entry["tensorrt"].values()) if entry.get("tensorrt") else "no TensorRT plans"
         print(f"{precision}: {files}; {plans}")
     return 0
-
-
-def parse_precisions(text: str | None, default: Sequence[str]) -> list[str]:
-    """``--precisions`` as a list (``default`` when not given)."""
-    if text is None:
-        return list(default)
-    return [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
 
 
 def _up_to_date(checkpoint: str, out: str | None, precisions: list[str], options: dict,

@@ -1,35 +1,11 @@
-"""Export GenMask to ONNX (fp32 / fp16 / int8) and TensorRT plans, with a checked manifest.
+"""Family-agnostic export machinery (torch + onnx; never imports a family): ONNX I/O and graph
+signatures (``onnx_io``), the fp16 (``fp16``), Q/DQ (``qdq``, ``modelopt_calib``, ``quantize``),
+dynamic-int8 (``quantize_dynamic``) and ONNX Runtime fusion (``ort_fusions``) passes, TensorRT plans
+(``tensorrt_build``, ``tensorrt_steps``), all-or-nothing builds (``staging``), manifest writing
+(``manifest``) and fidelity checks (``fidelity``).
 
-Entry points: ``build_engines`` (library), ``genmask_sdk.cli.build.main`` (the command line of
-``python export/build_engines.py`` and ``genmask build``), ``load_manifest`` / ``check_manifest``
-(read an engines directory back). Submodules: ``options`` (build options and inputs),
-``signatures`` (graph inputs/outputs, shape profiles), ``graphs`` (dynamo export), ``fp16``,
-``int8``, ``calibration``, ``fidelity``, ``manifest``, ``staging``, ``pipeline``, ``uptodate``
-(a rebuild with nothing to do), ``tensorrt_build`` / ``tensorrt_steps``.
-
-Heavy imports (torch, onnx) happen on first use of ``build_engines``, and not at all when
-``uptodate`` finds that the rebuild has nothing to do.
+Each family's build recipe uses these from its own ``export/`` folder:
+``genmask_sdk.families.genmask.export.build.build_engines`` and
+``genmask_sdk.families.gen2seg.export.build.build_gen2seg_engines`` (both also ``genmask_sdk.build_engines`` /
+``genmask_sdk.build_gen2seg_engines``); the command line is ``genmask build`` / ``python export/build_engines.py``.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-from genmask_sdk.export.manifest import (
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    Manifest,
-    check_manifest,
-    checkpoint_sha256,
-    load_manifest,
-)
-
-__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "Manifest", "build_engines", "check_manifest", "checkpoint_sha256",
-           "load_manifest"]
-
-
-def build_engines(*args: Any, **kwargs: Any):
-    """See ``genmask_sdk.families.genmask.export.build.build_engines``."""
-    from genmask_sdk.families.genmask.export.build import build_engines as build
-
-    return build(*args, **kwargs)

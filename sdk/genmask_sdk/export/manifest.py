@@ -39,7 +39,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from genmask_sdk.families.genmask.config import GenMaskConfig
+from dataclasses import dataclass, field
 from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError
 from genmask_sdk.io import atomic_write_text, sha256_file
 
@@ -48,6 +48,7 @@ from genmask_sdk.runtime.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     Manifest,
+    check_manifest,
     load_manifest,
     read_manifest,
     rebuild_hint,
@@ -109,29 +110,23 @@ def _dumps(data: dict[str, Any]) -> str:
     return _FLAT_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 
-def check_manifest(manifest: Manifest, config: GenMaskConfig | None = None, checkpoint_sha256: str | None = None,
-                   *, check_resolution: bool = False) -> None:
-    """Raise ArtifactMismatchError unless the engines were built from ``config`` / this checkpoint.
+@dataclass
+class BuildResult:
+    """What ``build_engines`` did: the loaded manifest and which files were built or reused."""
 
-    The resolution is ignored unless ``check_resolution`` (engines may be exported at another
-    resolution than the checkpoint's default, with ``--resolution``); every other config field
-    (architecture, embedder, t*, noise seed, mask decoder) must be equal.
-    """
-    hint = rebuild_hint(manifest.data, manifest.directory)
-    problems = []
-    if checkpoint_sha256 is not None and manifest.data["checkpoint"].get("sha256") != checkpoint_sha256:
-        problems.append(f"checkpoint sha256 {manifest.data['checkpoint'].get('sha256', '')[:12]}... != "
-                        f"{checkpoint_sha256[:12]}...")
-    if config is not None:
-        built = dict(manifest.data["config"])
-        wanted = json.loads(config.to_json())
-        if not check_resolution:
-            built.pop("resolution", None)
-            wanted.pop("resolution", None)
-        built = json.loads(json.dumps(built, sort_keys=True))
-        differing = sorted(k for k in set(built) | set(wanted) if built.get(k) != wanted.get(k))
-        if differing:
-            problems.append(f"config fields differ: {differing}")
-    if problems:
-        raise ArtifactMismatchError(f"engines in {manifest.directory} were built for another model ("
-                                    + "; ".join(problems) + f"). {hint}")
+    directory: Path
+    manifest: Manifest
+    built: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def checkpoint_entry(source: str, directory: Path | None, sha256: str) -> dict[str, Any]:
+    """The manifest's ``checkpoint``: what was asked for, the directory read (None: in memory), its hash."""
+    return {"source": source, "path": str(directory) if directory else None, "sha256": sha256}
+
+
+def default_out(checkpoint: str | Path) -> Path:
+    """``engines/<checkpoint name>`` under the working directory."""
+    name = Path(str(checkpoint).rstrip("/")).name or "model"
+    return Path("engines") / name

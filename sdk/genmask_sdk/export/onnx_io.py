@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import onnx
 from onnx import ModelProto
 
 from genmask_sdk.runtime.base import TensorSpec
-from genmask_sdk.families.genmask.export.options import EXTERNAL_DATA_THRESHOLD  # noqa: F401  (re-exported)
+from genmask_sdk.errors import ExportError
+
+DEFAULT_OPSET = 18
+
+
+#: Weights above this many bytes go to ``<file>.data`` (protobuf's hard limit is 2 GiB; keep margin).
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+#: Opsets a build may ask for (20 is the highest TensorRT 10.3 / JetPack 6 parses).
+SUPPORTED_OPSETS = range(17, 21)
 
 _ELEM_DTYPES = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
@@ -100,3 +110,40 @@ def op_counts(path: str | Path) -> dict[str, int]:
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
+
+
+@dataclass(frozen=True)
+class GraphSignature:
+    """Inputs and outputs of one stage's graph; ``None`` marks a dynamic axis."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+
+
+
+def module_bytes(module) -> int:
+    """Bytes of parameters and buffers (what the graph's initialisers will hold, roughly)."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def check_signature(path: str | Path, sig: GraphSignature, stage: str) -> None:
+    """Raise ExportError unless the file's inputs/outputs have the signature's names, dtypes and
+    static sizes, with symbolic (dynamic) axes exactly where the signature has ``None``."""
+    inputs, outputs = io_specs(path)
+    for want, got in ((sig.inputs, inputs), (sig.outputs, outputs)):
+        if [s.name for s in want] != [s.name for s in got]:
+            raise ExportError(f"{stage}: graph I/O {[s.name for s in got]} differ from {[s.name for s in want]}.")
+        for w, g in zip(want, got):
+            if w.dtype != g.dtype or w.shape != g.shape:
+                raise ExportError(f"{stage}: {g.name} is {g.dtype}{list(g.shape)}, expected {w.dtype}{list(w.shape)} "
+                                  "(None = dynamic axis).")

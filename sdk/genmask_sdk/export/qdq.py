@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from genmask_sdk.families.genmask.export.graphs import ExportError
+from genmask_sdk.errors import ExportError
 from genmask_sdk.export.modelopt_calib import LayerQuant, module_of
 from genmask_sdk.export.onnx_io import check_onnx, save_onnx
 from genmask_sdk.export.fp16 import name_scopes

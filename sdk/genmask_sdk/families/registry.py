@@ -18,21 +18,56 @@ import os
 from pathlib import Path
 from typing import Any
 
-from genmask_sdk.families.genmask.config import CONFIG_NAME as GENMASK_CONFIG_NAME
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    """One model family, as the shared layers and the CLI see it (no import of the family itself).
+
+    ``segmenter`` and ``build`` are ``"module:attribute"`` paths inside ``genmask_sdk``, imported when
+    used; ``config_file`` is what the family's checkpoints hold; ``demo`` the name of its embedded
+    demo checkpoint; ``hub_ids`` published checkpoints recognised by name (nothing is downloaded)."""
+
+    name: str
+    display: str
+    config_file: str
+    segmenter: str
+    build: str
+    demo: str
+    hub_ids: tuple[str, ...] = ()
+    what: str = ""
+    how_to_open: str = ""
+
+
+#: Every family the SDK knows. Adding one = its folder under ``families/`` + one entry here.
+REGISTRY: dict[str, FamilyEntry] = {
+    "genmask": FamilyEntry(
+        name="genmask", display="GenMask", config_file="genmask_config.json",
+        segmenter="families.genmask.segmenter:Segmenter", build="families.genmask.export.build:build_engines",
+        demo="demo", what="a GenMask model (text prompts: 'the red circle')",
+        how_to_open="genmask_sdk.Segmenter (from_pretrained / from_engines; CLI: genmask segment IMAGE PROMPT...)"),
+    "gen2seg": FamilyEntry(
+        name="gen2seg", display="gen2seg", config_file="gen2seg_config.json",
+        segmenter="families.gen2seg.segmenter:InstanceSegmenter",
+        build="families.gen2seg.export.build:build_gen2seg_engines", demo="demo-gen2seg",
+        hub_ids=("reachomk/gen2seg-sd", "reachomk/gen2seg-mae-h"),
+        what="a gen2seg model (instance colouring with point prompts)",
+        how_to_open="genmask_sdk.InstanceSegmenter (from_pretrained / from_engines; CLI: genmask segment IMAGE "
+                    "--point X,Y or --everything)"),
+}
 
 GENMASK = "genmask"
 GEN2SEG = "gen2seg"
-FAMILIES = (GENMASK, GEN2SEG)
-
-#: What our gen2seg checkpoints hold (``genmask_sdk.families.gen2seg.config.CONFIG_NAME``; repeated
-#: here because importing that package imports torch).
-GEN2SEG_CONFIG_NAME = "gen2seg_config.json"
+FAMILIES = tuple(REGISTRY)
+GENMASK_CONFIG_NAME = REGISTRY[GENMASK].config_file
+GEN2SEG_CONFIG_NAME = REGISTRY[GEN2SEG].config_file
 MANIFEST_NAME = "manifest.json"
-GENMASK_DEMO = "demo"
-#: The embedded gen2seg demo (``families.gen2seg.checkpoints.demo_gen2seg_dir()``; ``python -m genmask_sdk.families.gen2seg.train.demo``).
-GEN2SEG_DEMO = "demo-gen2seg"
+GENMASK_DEMO = REGISTRY[GENMASK].demo
+#: The embedded gen2seg demo (``families/gen2seg/checkpoints.py``; trained by ``python -m genmask_sdk.families.gen2seg.train.demo``).
+GEN2SEG_DEMO = REGISTRY[GEN2SEG].demo
 #: The released gen2seg checkpoints (``genmask_sdk.families.gen2seg.modeling.KNOWN_HUB_IDS``).
-GEN2SEG_HUB_IDS = ("reachomk/gen2seg-sd", "reachomk/gen2seg-mae-h")
+GEN2SEG_HUB_IDS = REGISTRY[GEN2SEG].hub_ids
 _MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
@@ -51,24 +86,22 @@ def family_of(path: Any) -> str | None:
     text = os.fspath(path)
     if isinstance(text, bytes):
         return None
-    if text == GENMASK_DEMO:
-        return GENMASK
-    if text == GEN2SEG_DEMO:
-        return GEN2SEG
+    for entry in REGISTRY.values():
+        if text == entry.demo:
+            return entry.name
     try:
         directory = Path(text).expanduser()
         if directory.is_dir():
             return _directory_family(directory)
     except (OSError, ValueError):  # a name the file system refuses (too long, NUL byte)
         return None
-    return GEN2SEG if text in GEN2SEG_HUB_IDS else None
+    return next((entry.name for entry in REGISTRY.values() if text in entry.hub_ids), None)
 
 
 def _directory_family(directory: Path) -> str | None:
-    if (directory / GENMASK_CONFIG_NAME).is_file():
-        return GENMASK
-    if (directory / GEN2SEG_CONFIG_NAME).is_file():
-        return GEN2SEG
+    for entry in REGISTRY.values():
+        if (directory / entry.config_file).is_file():
+            return entry.name
     manifest = directory / MANIFEST_NAME
     if manifest.is_file():
         return _manifest_family(manifest)
@@ -102,10 +135,15 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def wrong_family_message(name: Any, found: str, wanted: str) -> str:
-    """The one explanation both segmenters give when handed the other family's artefact."""
-    what = {GENMASK: "a GenMask model (text prompts: 'the red circle')",
-            GEN2SEG: "a gen2seg model (instance colouring with point prompts)"}[found]
-    use = {GENMASK: "genmask_sdk.Segmenter (from_pretrained / from_engines; CLI: genmask segment IMAGE PROMPT...)",
-           GEN2SEG: "genmask_sdk.InstanceSegmenter (from_pretrained / from_engines; CLI: genmask segment IMAGE "
-                    "--point X,Y or --everything)"}[found]
-    return f"{name} is {what}, not a {wanted} one; open it with {use}."
+    """The one explanation every segmenter gives when handed another family's artefact."""
+    entry = REGISTRY[found]
+    wanted_name = REGISTRY[wanted].display if wanted in REGISTRY else wanted
+    return f"{name} is {entry.what}, not a {wanted_name} one; open it with {entry.how_to_open}."
+
+
+def load_attribute(path: str):
+    """``"module:attribute"`` (relative to ``genmask_sdk``) -> the object, imported now."""
+    import importlib
+
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(f"genmask_sdk.{module}"), attribute)

@@ -94,15 +94,6 @@ class Manifest:
         return manifest_family(self.data)
 
     @property
-    def config(self):
-        from genmask_sdk.families.genmask.config import GenMaskConfig
-
-        if self.family == "gen2seg":
-            raise ArtifactMismatchError(f"{self.directory} holds gen2seg engines (family 'gen2seg'), not GenMask ones; "
-                                        "open them with genmask_sdk.families.gen2seg.engines.open_colourizer.")
-        return GenMaskConfig.from_dict(self.data["config"])
-
-    @property
     def artifacts(self) -> list[dict[str, Any]]:
         return self.data["artifacts"]
 
@@ -404,3 +395,32 @@ def _positive_int(value: Any) -> bool:
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", type(None): "null (or missing)",
             bool: "a boolean", int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def check_manifest(manifest: Manifest, config: Any = None, checkpoint_sha256: str | None = None,
+                   *, check_resolution: bool = False) -> None:
+    """Raise ArtifactMismatchError unless the engines were built from ``config`` / this checkpoint.
+
+    The resolution is ignored unless ``check_resolution`` (engines may be exported at another
+    resolution than the checkpoint's default, with ``--resolution``); every other config field
+    (architecture, embedder, t*, noise seed, mask decoder) must be equal. ``config`` is the family's
+    config object (its ``to_json()`` is compared with the manifest's ``config``).
+    """
+    hint = rebuild_hint(manifest.data, manifest.directory)
+    problems = []
+    if checkpoint_sha256 is not None and manifest.data["checkpoint"].get("sha256") != checkpoint_sha256:
+        problems.append(f"checkpoint sha256 {manifest.data['checkpoint'].get('sha256', '')[:12]}... != "
+                        f"{checkpoint_sha256[:12]}...")
+    if config is not None:
+        built = dict(manifest.data["config"])
+        wanted = json.loads(config.to_json())
+        if not check_resolution:
+            built.pop("resolution", None)
+            wanted.pop("resolution", None)
+        built = json.loads(json.dumps(built, sort_keys=True))
+        differing = sorted(k for k in set(built) | set(wanted) if built.get(k) != wanted.get(k))
+        if differing:
+            problems.append(f"config fields differ: {differing}")
+    if problems:
+        raise ArtifactMismatchError(f"engines in {manifest.directory} were built for another model ("
+                                    + "; ".join(problems) + f"). {hint}")

@@ -39,8 +39,6 @@ import colorsys
 import inspect
 import logging
 import os
-import platform
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -50,7 +48,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from genmask_sdk import __version__
+from genmask_sdk.families.lifecycle import SegmenterLifecycle
 from genmask_sdk.errors import (
     ArtifactMismatchError,
     ArtifactNotFoundError,
@@ -59,7 +57,7 @@ from genmask_sdk.errors import (
     InvalidInputError,
     InvalidStateError,
 )
-from genmask_sdk.families.registry import GEN2SEG_DEMO, GEN2SEG_HUB_IDS, GENMASK, family_of, wrong_family_message
+from genmask_sdk.families.registry import GEN2SEG_DEMO, GEN2SEG_HUB_IDS
 from genmask_sdk.runtime.results import INSTANCE_STAGES, MaskResult, Timings
 from genmask_sdk.runtime.imaging import load_image
 from genmask_sdk.families.gen2seg import everything as _everything
@@ -96,9 +94,11 @@ class _ImageState:
         return int(self.colours.shape[0]), int(self.colours.shape[1])
 
 
-class InstanceSegmenter:
+class InstanceSegmenter(SegmenterLifecycle):
     """Point-prompted instance segmentation with one gen2seg model; build with ``from_pretrained``,
     ``from_engines``, ``from_model`` or the constructor (any colourizer). See the module docstring."""
+
+    FAMILY = "gen2seg"
 
     def __init__(self, colourizer: Any, prompt_config: PromptConfig | None = None,
                  source: Mapping[str, Any] | None = None, checkpoint_prompts: PromptConfig | None = None) -> None:
@@ -111,9 +111,7 @@ class InstanceSegmenter:
         self._prompt_config, self._prompt_source = _choose_prompt_config(prompt_config, checkpoint_prompts)
         self._colourizer = colourizer
         self._source = dict(source) if source else {"kind": "colourizer", "path": None}
-        self._lock = threading.RLock()
-        self._image: _ImageState | None = None
-        self._closed = False
+        self._start_lifecycle()  # lock, image cache (_ImageState), closed flag
         self._described = self._describe_colourizer()
 
     # ------------------------------------------------------------------------------ construction
@@ -132,7 +130,7 @@ class InstanceSegmenter:
                     "genmask-sdk or retrain it with 'python -m genmask_sdk.families.gen2seg.train.demo --out "
                     f"{name_or_path}', or pass a hub id such as {' or '.join(repr(h) for h in GEN2SEG_HUB_IDS)}."
                 )
-        _refuse_genmask(name_or_path)
+        cls._refuse_other_family(name_or_path)
         _prompt_config(prompt_config)  # a wrong type fails before the model loads
         from genmask_sdk.runtime.devices import resolve_device
 
@@ -169,7 +167,7 @@ class InstanceSegmenter:
         """Open a gen2seg engines directory (``genmask_sdk.families.gen2seg.engines.open_colourizer``; backend
         (``"auto"``, ``"onnxruntime"``, ``"openvino"``, ``"tensorrt"``), precision, device and
         ``openvino_hint`` as ``Segmenter.from_engines``)."""
-        _refuse_genmask(directory)
+        cls._refuse_other_family(directory)
         path = Path(directory)
         if not path.is_dir():
             raise ArtifactNotFoundError(f"engine directory {path} does not exist; pass the folder that holds "
@@ -212,15 +210,6 @@ class InstanceSegmenter:
             self._check_open()
             self._image = None  # a failure leaves no stale image behind
             self._image = self._colourize(*self._load(image))
-
-    def reset_image(self) -> None:
-        """Forget the image set by ``set_image``."""
-        with self._lock:
-            self._image = None
-
-    @property
-    def is_image_set(self) -> bool:
-        return self._image is not None
 
     @property
     def image_size(self) -> tuple[int, int] | None:
@@ -358,7 +347,7 @@ class InstanceSegmenter:
             if not self._closed:
                 self._described = self._describe_colourizer()
             col = self._described
-            versions = {"genmask_sdk": __version__, "python": platform.python_version(),
+            versions = {**self._base_versions(),
                         **dict(col.get("versions") or {})}
             return {
                 "family": "gen2seg", "variant": col.get("variant"), "backend": col.get("backend", "unknown"),
@@ -372,28 +361,11 @@ class InstanceSegmenter:
                 "closed": self._closed,
             }
 
-    def close(self) -> None:
-        """Release the model and the cached image; later calls raise InvalidStateError."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._image = None
-            close = getattr(self._colourizer, "close", None)
-            self._colourizer = None
-            if callable(close):
-                close()
-
-    def __enter__(self) -> "InstanceSegmenter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidStateError("this InstanceSegmenter was closed; create a new one "
-                                    "(InstanceSegmenter.from_pretrained / from_engines).")
+    def _release(self) -> None:
+        close = getattr(self._colourizer, "close", None)
+        self._colourizer = None
+        if callable(close):
+            close()
 
     def __repr__(self) -> str:
         col = self._described
@@ -402,11 +374,6 @@ class InstanceSegmenter:
 
 
 # ------------------------------------------------------------------------------------- helpers
-def _refuse_genmask(name_or_path: Any) -> None:
-    if family_of(name_or_path) == GENMASK:
-        raise ArtifactMismatchError(wrong_family_message(name_or_path, GENMASK, "gen2seg"))
-
-
 PROMPTS_FROM_CALLER = "caller"
 PROMPTS_FROM_CHECKPOINT = "checkpoint (prompt_config.json)"
 PROMPTS_PUBLISHED = "published gen2seg defaults"

@@ -40,8 +40,13 @@ def open_manifest(directory: str | Path, verify: bool = True):
 
 def manifest_config(manifest):
     """The ``GenMaskConfig`` the engines were exported with (its resolution is the engines')."""
+    from genmask_sdk.families.genmask.config import GenMaskConfig
+
+    if manifest.family != "genmask":
+        raise ArtifactMismatchError(f"{manifest.directory} holds {manifest.family} engines (family "
+                                    f"{manifest.family!r}), not GenMask ones; open them with genmask_sdk.InstanceSegmenter.")
     try:
-        return manifest.config
+        return GenMaskConfig.from_dict(manifest.data["config"])
     except (ConfigError, KeyError, TypeError) as exc:
         raise ArtifactMismatchError(f"{manifest.directory}/manifest.json has an invalid config ({exc}); "
                                     "rebuild the engines.") from None

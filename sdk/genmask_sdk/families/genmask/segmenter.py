@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from genmask_sdk import __version__
+from genmask_sdk.families.lifecycle import SegmenterLifecycle
 from genmask_sdk.families.genmask.engines import Opened, open_engines, resolve_device
 from genmask_sdk.families.genmask.prompt_checks import check_targets
 from genmask_sdk.families.genmask.engine_sets import describe_manifest, manifest_config, open_manifest
@@ -69,9 +67,11 @@ class _ImageState:
     ms: dict
 
 
-class Segmenter:
+class Segmenter(SegmenterLifecycle):
     """Referring segmentation with one GenMask model; build with ``from_pretrained``,
     ``from_engines`` or ``from_model``. See the module docstring for the pipeline and locking."""
+
+    FAMILY = "genmask"
 
     def __init__(self, pipeline, embedder, config, info: dict[str, Any]) -> None:
         self._pipeline = pipeline
@@ -81,9 +81,7 @@ class Segmenter:
         self._info = info
         self._max_batch = int(info.get("max_batch") or DEFAULT_MAX_BATCH)
         self._max_prompt_tokens = info.get("max_prompt_tokens")
-        self._lock = threading.RLock()
-        self._image: _ImageState | None = None
-        self._closed = False
+        self._start_lifecycle()  # lock, image cache (_ImageState), closed flag
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
@@ -91,7 +89,7 @@ class Segmenter:
                         dtype: str = "fp32") -> "Segmenter":
         """PyTorch reference backend from ``"demo"`` or a checkpoint directory; ``dtype`` ``"fp32"``
         or ``"bf16"`` (``torch.autocast``: the peer to compare engines with on a bf16-capable CPU)."""
-        _refuse_gen2seg(name_or_path)
+        cls._refuse_other_family(name_or_path)
         from genmask_sdk.families.genmask.modeling.torch_pipeline import TORCH_DTYPES
         from genmask_sdk.families.genmask.modeling.model import GenMaskModel
 
@@ -148,7 +146,7 @@ class Segmenter:
         """
         from genmask_sdk.families.genmask.modeling.embedders import load_embedder
 
-        _refuse_gen2seg(directory)
+        cls._refuse_other_family(directory)
         directory = Path(directory)
         manifest = open_manifest(directory, verify=verify)
         config = manifest_config(manifest)
@@ -185,15 +183,6 @@ class Segmenter:
             self._check_open()
             self._image = None  # a failed encode leaves no stale image behind
             self._image = self._prepare(image)
-
-    def reset_image(self) -> None:
-        """Forget the image set by ``set_image`` (frees its latent)."""
-        with self._lock:
-            self._image = None
-
-    @property
-    def is_image_set(self) -> bool:
-        return self._image is not None
 
     # -------------------------------------------------------------------------------- predict
     def predict(self, image_or_prompts: Any, prompts: Any = _UNSET, *, reason: bool = False) -> MaskResult | list[MaskResult]:
@@ -310,11 +299,7 @@ class Segmenter:
         embedder, fallbacks (option skipped + reason), the engines' manifest summary and, when the
         SDK chose the precision set (``precision=None``), ``precision_choice``: which and why."""
         info = self._info
-        import sys
-
-        torch = sys.modules.get("torch")  # reported when loaded, never imported for it
-        versions = {"genmask_sdk": __version__, "torch": torch.__version__ if torch else None,
-                    "python": platform.python_version()}
+        versions = self._base_versions()
         if info["backend"] == "onnxruntime":
             import onnxruntime
 
@@ -347,41 +332,17 @@ class Segmenter:
             "closed": self._closed,
         }
 
-    def close(self) -> None:
-        """Release the engines and the cached image; later calls raise InvalidStateError."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._image = None
-            self._pipeline.close()
-            close = getattr(self._embedder, "close", None)  # only engine embedders have one (they own a runner)
-            if close is not None:
-                close()
-            self._embedder = None
-
-    def __enter__(self) -> "Segmenter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidStateError("this Segmenter was closed; create a new one (Segmenter.from_engines / from_pretrained).")
+    def _release(self) -> None:
+        self._pipeline.close()
+        close = getattr(self._embedder, "close", None)  # only engine embedders have one (they own a runner)
+        if close is not None:
+            close()
+        self._embedder = None
 
     def __repr__(self) -> str:
         info = self._info
         return (f"Segmenter(backend={info['backend']!r}, precision={info['precision']!r}, device='{self.device}', "
                 f"resolution={self.config.resolution}, image_set={self.is_image_set})")
-
-
-def _refuse_gen2seg(name_or_path: Any) -> None:
-    """A gen2seg checkpoint or engines directory belongs to ``InstanceSegmenter``: say so before loading."""
-    from genmask_sdk.families.registry import GEN2SEG, family_of, wrong_family_message
-
-    if family_of(name_or_path) == GEN2SEG:
-        raise ArtifactMismatchError(wrong_family_message(name_or_path, GEN2SEG, "GenMask"))
 
 
 def _prompt_list(prompts: Any) -> tuple[list[str], bool]:

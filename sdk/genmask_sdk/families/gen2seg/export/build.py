@@ -91,22 +91,26 @@ from torch import nn
 from genmask_sdk import __version__
 from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError, GenMaskError
 from genmask_sdk.runtime.base import TensorSpec
-from genmask_sdk.families.gen2seg.engines import FAMILY, GRAPH_IO, STAGES, EngineColourizer
+from genmask_sdk.families.gen2seg.pipeline import FAMILY, GRAPH_IO, STAGES, EngineColourizer
+from genmask_sdk.families.gen2seg.modeling.processing import reference_inputs
 from genmask_sdk.runtime.manifest import FORMAT_VERSION, read_manifest
 from genmask_sdk.export.fidelity import TOLERANCES, FidelityError, mask_iou, run_onnx
-from genmask_sdk.export.fp16 import _drop_duplicate_nodes, _topological_sort
-from genmask_sdk.families.genmask.export.graphs import SUPPORTED_OPSETS, ExportError, check_signature, module_bytes
-from genmask_sdk.export.manifest import checkpoint_sha256, file_record, tool_versions
-from genmask_sdk.export.onnx_io import check_onnx, external_data_files, io_specs, op_counts, save_onnx
-from genmask_sdk.families.genmask.export.options import (
+from genmask_sdk.export.fp16 import convert_to_fp16
+from genmask_sdk.errors import ExportError
+from genmask_sdk.export.manifest import BuildResult, checkpoint_entry, checkpoint_sha256, default_out, file_record, tool_versions
+from genmask_sdk.export.onnx_io import (
     DEFAULT_OPSET,
     EXTERNAL_DATA_THRESHOLD,
-    BuildResult,
-    checkpoint_entry,
-    default_out,
+    SUPPORTED_OPSETS,
+    GraphSignature,
+    check_onnx,
+    check_signature,
+    external_data_files,
+    io_specs,
+    module_bytes,
+    op_counts,
 )
 from genmask_sdk.export.quiet import quiet_exporter_logs
-from genmask_sdk.families.genmask.export.signatures import GraphSignature
 from genmask_sdk.export.staging import BuildLock, Staging, check_out, commit, listed_files, remove_stale_staging
 from genmask_sdk.export.tensorrt_steps import skipped_summary
 
@@ -231,20 +235,14 @@ def activation_adds(model: onnx.ModelProto) -> list[str]:
 def convert_to_fp16(src: Path, dst: Path, *, external_data: bool, keep_fp32: Sequence[str] = FP16_KEEP_FP32,
                     residual_fp32: bool = True) -> dict:
     """fp32 graph ``src`` -> mixed fp16 graph ``dst`` (float32 I/O); return details for the manifest."""
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
     model = onnx.load(str(src))
     blocked_nodes = activation_adds(model) if residual_fp32 else []
-    op_block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(keep_fp32))
     # Shape inference serialises the fp32 model: impossible past protobuf's 2 GB, which a source with
     # external data may be even when its fp16 half fits inline (ViT-MAE-H: 2.6 GB -> 1.3 GB). Those
     # graphs keep the exporter's value_info instead.
     too_big = external_data or bool(external_data_files(src))
-    converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=op_block,
-                                         node_block_list=blocked_nodes, disable_shape_infer=too_big)
-    _drop_duplicate_nodes(converted)
-    _topological_sort(converted)
-    save_onnx(converted, dst, external_data)
+    converted = convert_to_fp16(model, dst, external_data=external_data, keep_fp32_ops=keep_fp32,
+                                keep_fp32_nodes=blocked_nodes, shape_inference=not too_big)
     check_onnx(dst)
     present = {n.op_type for n in model.graph.node}
     casts = sum(1 for n in converted.graph.node if n.op_type == "Cast")
@@ -291,22 +289,6 @@ PALETTE = np.array([(230, 40, 40), (40, 200, 60), (50, 80, 230), (240, 220, 50),
 
 
 @torch.no_grad()
-def reference_inputs(model: nn.Module, images: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """The first graph's input for each image, by the PyTorch processing: SD ``(N, 3, S, S)`` in
-    [-1, 1] (resize long side, replicate pad to S×S), MAE normalised ``(N, 3, S, S)``."""
-    from genmask_sdk.families.gen2seg.modeling.processing import as_batch, preprocess_mae, resize_long_side
-
-    batch = []
-    for rgb in images:
-        if model.config.variant == "sd":
-            pixels = resize_long_side(as_batch(rgb) * 2.0 - 1.0, size)
-            pad = (0, size - pixels.shape[-1], 0, size - pixels.shape[-2])
-            batch.append(torch.nn.functional.pad(pixels, pad, mode="replicate"))
-        else:
-            batch.append(model.normalise(preprocess_mae(rgb, size)))
-    return torch.cat(batch)
-
-
 @torch.no_grad()
 def reference_stages(model: nn.Module, first_input: torch.Tensor) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Stage -> (its input, its float32 PyTorch output), chaining the stages from ``first_input``."""
@@ -604,10 +586,10 @@ def up_to_date(out: Path, inputs: dict[str, Any], wanted: Sequence[str], plans: 
 
 def _plans_match_this_gpu(data: dict) -> bool:
     """Whether the recorded plans were built by this TensorRT version on this GPU architecture."""
-    from genmask_sdk.export.tensorrt_steps import _current_target, _target
+    from genmask_sdk.export.tensorrt_steps import current_target, plan_target
 
-    current = _current_target()
-    return all(_target(r) == current for r in data["artifacts"] if r.get("runtime") == "tensorrt")
+    current = current_target()
+    return all(plan_target(r) == current for r in data["artifacts"] if r.get("runtime") == "tensorrt")
 
 
 def _build(job: _Job) -> BuildResult:

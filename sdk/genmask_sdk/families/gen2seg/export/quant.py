@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from genmask_sdk.errors import ArtifactNotFoundError, ConfigError, InvalidInputError
-from genmask_sdk.families.genmask.export.calibration import CALIB_SEED
+from genmask_sdk.data.seeds import CALIB_SEED
 from genmask_sdk.export.modelopt_calib import LayerQuant, calibrate, modelopt_version, module_config
 from genmask_sdk.export.qdq import write_qdq_graph
 
@@ -105,7 +105,7 @@ def stage_inputs(model, images: Sequence[np.ndarray], size: int) -> list[tuple[n
     PyTorch VAE encoder's latent of the processed image, MAE the normalised pixels."""
     import torch
 
-    from genmask_sdk.families.gen2seg.export.build import reference_inputs
+    from genmask_sdk.families.gen2seg.modeling.processing import reference_inputs
 
     out = []
     with torch.no_grad():

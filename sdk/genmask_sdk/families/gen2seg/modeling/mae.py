@@ -21,6 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError
+from genmask_sdk.families.gen2seg.config import CONFIG_NAME
+from genmask_sdk.families.gen2seg.modeling.pixel_head import HEAD_FILE
+from genmask_sdk.families.gen2seg.modeling.sources import Source, _config, _expect, _load, _write_directory, resolve_source
 from genmask_sdk.errors import ConfigError
 from genmask_sdk.families.gen2seg.config import Gen2SegConfig
 from genmask_sdk.families.gen2seg.modeling.pixel_head import PixelHead
@@ -96,14 +100,12 @@ class Gen2SegMAE(nn.Module):
                         device: str | torch.device = "cpu", **overrides: Any) -> "Gen2SegMAE":
         """A published ViTMAEForPreTraining folder or hub id (``reachomk/gen2seg-mae-h``), or a
         directory written by ``save_pretrained``. ``overrides`` replace ``Gen2SegConfig`` fields."""
-        from genmask_sdk.families.gen2seg.modeling.loading import load_mae
-
-        return load_mae(name_or_path, local_files_only=local_files_only, device=device, **overrides)
+        source = resolve_source(name_or_path, local_files_only)
+        _expect(source, "mae")
+        return _load_mae(source, device, overrides)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write ``gen2seg_config.json`` + the transformers checkpoint (config.json, weights)."""
-        from genmask_sdk.families.gen2seg.modeling.loading import save_mae
-
         return save_mae(self, path)
 
     # ---------------------------------------------------------------------------------- network
@@ -165,3 +167,50 @@ class MAEColourStage(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.colour_map(self.model.predict_image(pixels))
+
+
+# ------------------------------------------------------------- reading and writing checkpoints
+def _load_mae(source: Source, device: str | torch.device, overrides: dict[str, Any]) -> Gen2SegMAE:
+    from transformers import ViTMAEForPreTraining
+
+    mae = _load("ViTMAEForPreTraining", source, lambda: ViTMAEForPreTraining.from_pretrained(
+        source.root, dtype=torch.float32, **source.kwargs()))
+    default = Gen2SegConfig.mae(processing_size=int(mae.config.image_size), name=source.root)
+    config = _config(source, default, overrides)
+    model = Gen2SegMAE(config, mae.eval())
+    if model.pixel_head is not None:
+        _load_pixel_head(model, source)
+    return model.to(device).eval()
+
+
+def _load_pixel_head(model: Gen2SegMAE, source: Source) -> None:
+    """Fill ``model.pixel_head`` from ``pixel_head.safetensors`` (its config asks for a head)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = source.file(HEAD_FILE)
+    if path is None:
+        raise ArtifactNotFoundError(f"{source.root} asks for a pixel head (pixel_head_channels="
+                                    f"{model.config.pixel_head_channels}) but has no {HEAD_FILE}; "
+                                    "re-save the checkpoint with Gen2SegMAE.save_pretrained.")
+    try:
+        model.pixel_head.load_state_dict(load_file(str(path)))
+    except (RuntimeError, OSError, SafetensorError) as exc:  # missing/unexpected keys or shapes; a damaged file
+        raise ArtifactMismatchError(f"{path} does not match the pixel head of {CONFIG_NAME} "
+                                    f"(channels {model.config.pixel_head_channels}, depth "
+                                    f"{model.config.pixel_head_depth}): {exc}") from exc
+
+
+def save_mae(model: Gen2SegMAE, path: str | os.PathLike) -> Path:
+    """Our MAE checkpoint: config + the transformers checkpoint (still loadable by transformers alone)."""
+
+    from safetensors.torch import save_file
+
+    def write(staging: Path) -> None:
+        model.mae.save_pretrained(staging)
+        model.config.save(staging)
+        if model.pixel_head is not None:
+            weights = {k: v.detach().float().cpu().contiguous() for k, v in model.pixel_head.state_dict().items()}
+            save_file(weights, str(staging / HEAD_FILE))
+
+    return _write_directory(Path(path), write)

@@ -10,7 +10,7 @@ mean/std (inside ``Gen2SegMAE``) → … → per-image min–max, gamma 0.7, ×2
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -37,12 +37,15 @@ def as_batch(image: Any) -> torch.Tensor:
     """An image -> (B, 3, H, W) float32 in [0, 1].
 
     A float tensor (B, 3, H, W) is taken to be in [0, 1] already; anything else (one image: PIL,
-    path, HxWx3 array, CHW/HWC tensor) goes through ``genmask_sdk.families.genmask.modeling.imaging.load_image``, B = 1."""
+    path, HxWx3 array, CHW/HWC tensor) goes through the runtime's decoder and checks (``runtime.imaging.load_image``), B = 1; a torch
+    input keeps its device."""
     if isinstance(image, torch.Tensor) and image.is_floating_point() and image.dim() == 4:
         return image.float()
-    from genmask_sdk.families.genmask.modeling.imaging import load_image
+    from genmask_sdk.runtime.imaging import load_image
 
-    return load_image(image)[None].float()
+    device = image.device if isinstance(image, torch.Tensor) else None
+    chw = torch.from_numpy(load_image(image)).permute(2, 0, 1).contiguous()
+    return (chw if device is None else chw.to(device))[None].float()
 
 
 def long_side_size(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -142,3 +145,17 @@ def resize_to_original(colour: torch.Tensor, original_size: tuple[int, int]) -> 
     if array.shape[:2] == (height, width):
         return array
     return np.asarray(Image.fromarray(array).resize((width, height), Image.Resampling.LANCZOS))
+
+
+def reference_inputs(model, images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """The first graph's input for each image, by the PyTorch processing: SD ``(N, 3, S, S)`` in
+    [-1, 1] (resize long side, replicate pad to S×S), MAE normalised ``(N, 3, S, S)``."""
+    batch = []
+    for rgb in images:
+        if model.config.variant == "sd":
+            pixels = resize_long_side(as_batch(rgb) * 2.0 - 1.0, size)
+            pad = (0, size - pixels.shape[-1], 0, size - pixels.shape[-2])
+            batch.append(torch.nn.functional.pad(pixels, pad, mode="replicate"))
+        else:
+            batch.append(model.normalise(preprocess_mae(rgb, size)))
+    return torch.cat(batch)

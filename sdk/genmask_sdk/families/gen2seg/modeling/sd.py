@@ -22,10 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
+import logging
+
+from genmask_sdk.errors import ArtifactMismatchError
+from genmask_sdk.families.gen2seg.modeling.sources import EMBEDDING_FILE, EMBEDDING_KEY, Source, _config, _expect, _load, _write_directory, resolve_source
+from genmask_sdk.families.gen2seg.modeling.schedule import one_step_inference_timestep
 from genmask_sdk.errors import ConfigError
 from genmask_sdk.families.gen2seg.config import Gen2SegConfig
 from genmask_sdk.families.gen2seg.modeling.processing import min_max_sd, preprocess_sd, resize_to_original, unpad
 from genmask_sdk.families.gen2seg.modeling.schedule import scheduler_subset, x0_clip, x0_coefficients
+
+logger = logging.getLogger("genmask_sdk.gen2seg")
 
 
 @torch.no_grad()
@@ -130,14 +137,12 @@ class Gen2SegSD(nn.Module):
                         device: str | torch.device = "cpu", **overrides: Any) -> "Gen2SegSD":
         """A published gen2seg-sd pipeline folder or hub id (``reachomk/gen2seg-sd``), or a directory
         written by ``save_pretrained``. ``overrides`` replace ``Gen2SegConfig`` fields."""
-        from genmask_sdk.families.gen2seg.modeling.loading import load_sd
-
-        return load_sd(name_or_path, local_files_only=local_files_only, device=device, **overrides)
+        source = resolve_source(name_or_path, local_files_only)
+        _expect(source, "sd")
+        return _load_sd(source, device, overrides)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write ``gen2seg_config.json``, ``vae/``, ``unet/``, ``scheduler/`` and c∅ (atomically)."""
-        from genmask_sdk.families.gen2seg.modeling.loading import save_sd
-
         return save_sd(self, path)
 
     # ---------------------------------------------------------------------------------- stages
@@ -201,3 +206,78 @@ def _check_parts(config: Gen2SegConfig, vae: nn.Module, unet: nn.Module, embeddi
     if vae.config.latent_channels != unet.config.in_channels:
         raise ConfigError(f"VAE latent_channels ({vae.config.latent_channels}) differs from UNet in_channels "
                           f"({unet.config.in_channels}); gen2seg's UNet takes the image latent only.")
+
+
+# ------------------------------------------------------------- reading and writing checkpoints
+def _load_sd(source: Source, device: str | torch.device, overrides: dict[str, Any]) -> Gen2SegSD:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    config = _config(source, Gen2SegConfig.sd(name=source.root), overrides)
+    kwargs = dict(source.kwargs(), torch_dtype=torch.float32)
+    vae = _load("VAE (vae/)", source, lambda: AutoencoderKL.from_pretrained(source.root, subfolder="vae", **kwargs))
+    unet = _load("UNet (unet/)", source,
+                 lambda: UNet2DConditionModel.from_pretrained(source.root, subfolder="unet", **kwargs))
+    scheduler = _load("scheduler config (scheduler/)", source,
+                      lambda: DDPMScheduler.load_config(source.root, subfolder="scheduler", **source.kwargs()))
+    scheduler = scheduler_subset(scheduler)
+    _warn_timestep(source, scheduler, config.timestep)
+    embedding = _saved_embedding(source, config.empty_prompt_padding)
+    if embedding is None:
+        embedding = _computed_embedding(source, config.empty_prompt_padding)
+    return Gen2SegSD(config, vae.eval(), unet.eval(), scheduler, embedding).to(device).eval()
+
+
+def _warn_timestep(source: Source, scheduler: dict[str, Any], timestep: int) -> None:
+    upstream = one_step_inference_timestep(scheduler)
+    if upstream != timestep:
+        logger.warning("%s: the shipped scheduler (timestep_spacing=%r) gives t=%d with one inference step; "
+                       "gen2seg uses t=%d (config.timestep, what training used).",
+                       source.root, scheduler.get("timestep_spacing"), upstream, timestep)
+
+
+def _saved_embedding(source: Source, padding: str) -> torch.Tensor | None:
+    """c∅ from ``empty_prompt_embedding.safetensors`` if present and made with ``padding``."""
+    from safetensors import safe_open
+
+    path = source.file(EMBEDDING_FILE)
+    if path is None:
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            saved_padding = (handle.metadata() or {}).get("padding")
+            tensor = handle.get_tensor(EMBEDDING_KEY)
+    except Exception as exc:
+        raise ArtifactMismatchError(f"{path} is not a valid c∅ file ({exc}); re-save the checkpoint.") from exc
+    if saved_padding != padding:
+        logger.info("%s holds c∅ for padding %r, %r was asked: computing it with CLIP.", path, saved_padding, padding)
+        return None
+    return tensor.float()
+
+
+def _computed_embedding(source: Source, padding: str) -> torch.Tensor:
+    """c∅ from the checkpoint's ``text_encoder/`` + ``tokenizer/`` (loaded, used once, dropped)."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    what = f"text encoder (text_encoder/, needed once to compute the {padding!r} empty-prompt embedding)"
+    encoder = _load(what, source, lambda: CLIPTextModel.from_pretrained(
+        source.root, subfolder="text_encoder", dtype=torch.float32, **source.kwargs()))
+    tokenizer = _load("tokenizer (tokenizer/)", source,
+                      lambda: CLIPTokenizer.from_pretrained(source.root, subfolder="tokenizer", **source.kwargs()))
+    return empty_prompt_embedding(encoder.eval(), tokenizer, padding)
+
+
+def save_sd(model: Gen2SegSD, path: str | os.PathLike) -> Path:
+    """Our SD checkpoint: config, ``vae/``, ``unet/``, ``scheduler/`` and c∅ (no CLIP needed)."""
+    from diffusers import DDPMScheduler
+    from safetensors.torch import save_file
+
+    def write(staging: Path) -> None:
+        model.config.save(staging)
+        model.vae.save_pretrained(staging / "vae")
+        model.unet.save_pretrained(staging / "unet")
+        DDPMScheduler.from_config(model.scheduler_config).save_pretrained(staging / "scheduler")
+        embedding = model.empty_prompt_embedding.detach().float().cpu().contiguous()
+        save_file({EMBEDDING_KEY: embedding}, str(staging / EMBEDDING_FILE),
+                  metadata={"padding": model.config.empty_prompt_padding})
+
+    return _write_directory(Path(path), write)

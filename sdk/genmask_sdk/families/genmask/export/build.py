@@ -47,8 +47,8 @@ from genmask_sdk.families.genmask.config import GenMaskConfig
 from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError
 from genmask_sdk.families.genmask.modeling.vae import single_frame_convolutions
 from genmask_sdk.families.genmask.export import calibration, signatures
-from genmask_sdk.export.fidelity import check_graph, reference
-from genmask_sdk.export.fp16 import convert_vae_to_fp16, export_fp16_dit
+from genmask_sdk.families.genmask.export.fidelity import check_graph, reference
+from genmask_sdk.families.genmask.export.fp16 import convert_vae_to_fp16, export_fp16_dit
 from genmask_sdk.families.genmask.export.graphs import (
     DitGraph,
     check_signature,
@@ -85,7 +85,7 @@ from genmask_sdk.families.genmask.export.options import (
 )
 from genmask_sdk.export.staging import BuildLock, Staging, check_out, commit, listed_files, remove_stale_staging
 from genmask_sdk.families.genmask.export.embedder_step import EmbedderStep
-from genmask_sdk.export.tensorrt_steps import TensorRTStep
+from genmask_sdk.families.genmask.export.tensorrt_step import TensorRTStep
 from genmask_sdk.families.genmask.export.uptodate import print_line, up_to_date
 
 # Build order: fp32 graphs first (sources of the fp16 VAE and the int8/fp8 DiTs).

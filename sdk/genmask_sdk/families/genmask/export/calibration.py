@@ -37,7 +37,7 @@ from genmask_sdk.errors import ArtifactNotFoundError, ConfigError, InvalidInputE
 if TYPE_CHECKING:  # torch is imported where used: describe() stays torch-free
     import torch
 
-CALIB_SEED, CHECK_SEED = 5000, 5001
+from genmask_sdk.data.seeds import CALIB_SEED, CHECK_SEED  # noqa: E402,F401  (re-exported)
 PROMPT_FILES = ("prompts.json", "prompts.txt")
 
 

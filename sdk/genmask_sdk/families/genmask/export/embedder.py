@@ -88,16 +88,9 @@ def export_embedder_fp32(embedder, path: Path, opset: int) -> dict:
 
 def convert_embedder_fp16(src: Path, dst: Path) -> dict:
     """fp32 embedder graph -> mixed fp16 (norms, softmax, residual adds and GELU in fp32; fp32 I/O)."""
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    from genmask_sdk.export.fp16 import convert_to_fp16
 
-    from genmask_sdk.export.fp16 import _drop_duplicate_nodes, _topological_sort
-
-    model = onnx.load(str(src))
-    block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(EMBEDDER_FP32_OPS))
-    converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
-    _drop_duplicate_nodes(converted)
-    _topological_sort(converted)
-    save_onnx(converted, dst, external_data=False)
+    convert_to_fp16(onnx.load(str(src)), dst, external_data=False, keep_fp32_ops=EMBEDDER_FP32_OPS)
     return {"method": "onnxruntime convert_float_to_float16(keep_io_types=True), MatMuls in fp16, "
                       "LayerNorm/Softmax/residual Add/GELU kept fp32", "fp32_op_types": list(EMBEDDER_FP32_OPS)}
 

@@ -30,20 +30,15 @@ import torch
 from torch import nn
 
 from genmask_sdk.families.genmask.config import GenMaskConfig
-from genmask_sdk.errors import GenMaskError
-from genmask_sdk.export.onnx_io import check_onnx, io_specs
+from genmask_sdk.errors import ExportError  # noqa: F401  (re-exported)
+from genmask_sdk.export.onnx_io import SUPPORTED_OPSETS, check_onnx, check_signature, module_bytes  # noqa: F401
 from genmask_sdk.families.genmask.export.options import DEFAULT_OPSET, PRECISIONS, STAGES  # noqa: F401  (re-exported)
 from genmask_sdk.export.quiet import quiet_exporter_logs
 from genmask_sdk.families.genmask.export.signatures import GraphSignature, signature
 
-SUPPORTED_OPSETS = range(17, 21)
 BATCH_AXIS, PROMPT_AXIS = "batch", "prompt_tokens"
 # Example sizes used for tracing (not 0 or 1, so torch.export keeps the axes symbolic).
 _TRACE_BATCH, _TRACE_PROMPT = 2, 5
-
-
-class ExportError(GenMaskError, RuntimeError):
-    """Exporting, converting or checking a graph failed."""
 
 
 class DitGraph(nn.Module):
@@ -86,12 +81,6 @@ def _dynamic_shapes(stage: str, config: GenMaskConfig) -> dict[str, dict[int, to
     return shapes
 
 
-def module_bytes(module: nn.Module) -> int:
-    """Bytes of parameters and buffers (what the graph's initialisers will hold, roughly)."""
-    tensors = list(module.parameters()) + list(module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 def export_graph(module: nn.Module, stage: str, config: GenMaskConfig, path: str | Path, *,
                  opset: int = DEFAULT_OPSET, external_data: bool = False) -> float:
     """Export ``module`` (eval mode) as ``stage``'s graph to ``path``; return the seconds taken.
@@ -123,14 +112,3 @@ def export_graph(module: nn.Module, stage: str, config: GenMaskConfig, path: str
     return time.perf_counter() - start
 
 
-def check_signature(path: str | Path, sig: GraphSignature, stage: str) -> None:
-    """Raise ExportError unless the file's inputs/outputs have the signature's names, dtypes and
-    static sizes, with symbolic (dynamic) axes exactly where the signature has ``None``."""
-    inputs, outputs = io_specs(path)
-    for want, got in ((sig.inputs, inputs), (sig.outputs, outputs)):
-        if [s.name for s in want] != [s.name for s in got]:
-            raise ExportError(f"{stage}: graph I/O {[s.name for s in got]} differ from {[s.name for s in want]}.")
-        for w, g in zip(want, got):
-            if w.dtype != g.dtype or w.shape != g.shape:
-                raise ExportError(f"{stage}: {g.name} is {g.dtype}{list(g.shape)}, expected {w.dtype}{list(w.shape)} "
-                                  "(None = dynamic axis).")

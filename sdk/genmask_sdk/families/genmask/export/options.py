@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 from genmask_sdk import __version__
 from genmask_sdk.families.genmask.config import GenMaskConfig
 from genmask_sdk.errors import ConfigError
+from genmask_sdk.export.onnx_io import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD  # noqa: F401  (re-exported)
 from genmask_sdk.families.genmask.export import calibration
-from genmask_sdk.export.manifest import tool_versions
+from genmask_sdk.export.manifest import BuildResult, checkpoint_entry, default_out, tool_versions  # noqa: F401
 
 if TYPE_CHECKING:
     from genmask_sdk.runtime.manifest import Manifest
@@ -34,9 +35,6 @@ CPU_SETS = ("int8-dynamic",)
 #: Sets a CPU runs natively, timed at build time so that ``backend="auto"`` on a CPU can pick the
 #: fastest faithful one (fp16 / Q-DQ int8 / fp8 graphs are GPU sets a CPU only emulates).
 CPU_TIMED_SETS = ("fp32", "int8-dynamic")
-DEFAULT_OPSET = 18
-#: Weights above this many bytes go to ``<file>.data`` (protobuf's hard limit is 2 GiB; keep margin).
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 #: precision set -> precision of the file used for each stage.
 SETS: dict[str, dict[str, str]] = {
@@ -123,17 +121,6 @@ def build_options(precisions: Sequence[str] = DEFAULT_PRECISIONS, **options: Any
     return BuildOptions(precisions=tuple(dict.fromkeys(precisions)), **options)
 
 
-@dataclass
-class BuildResult:
-    """What ``build_engines`` did: the loaded manifest and which files were built or reused."""
-
-    directory: Path
-    manifest: Manifest
-    built: list[str] = field(default_factory=list)
-    reused: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
 def build_inputs(checkpoint_sha256: str, config: GenMaskConfig, opts: BuildOptions, *,
                  sdk_version: str = __version__) -> dict[str, Any]:
     """Everything the exported files depend on (the manifest's ``build_inputs``); ``config`` is the
@@ -155,12 +142,3 @@ def changed_inputs(recorded: Any, inputs: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(recorded) | set(current) if recorded.get(k, ...) != current.get(k, ...))
 
 
-def checkpoint_entry(source: str, directory: Path | None, sha256: str) -> dict[str, Any]:
-    """The manifest's ``checkpoint``: what was asked for, the directory read (None: in memory), its hash."""
-    return {"source": source, "path": str(directory) if directory else None, "sha256": sha256}
-
-
-def default_out(checkpoint: str | Path) -> Path:
-    """``engines/<checkpoint name>`` under the working directory."""
-    name = Path(str(checkpoint).rstrip("/")).name or "model"
-    return Path("engines") / name

@@ -5,27 +5,11 @@ profiles without importing torch). The table of signatures is in ``graphs.py``'s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from genmask_sdk.families.genmask.config import GenMaskConfig
+from genmask_sdk.export.onnx_io import GraphSignature  # noqa: F401  (re-exported)
 from genmask_sdk.runtime.base import TensorSpec
 from genmask_sdk.families.genmask.export.options import STAGES
-
-
-@dataclass(frozen=True)
-class GraphSignature:
-    """Inputs and outputs of one stage's graph; ``None`` marks a dynamic axis."""
-
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-    @property
-    def input_names(self) -> list[str]:
-        return [s.name for s in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [s.name for s in self.outputs]
 
 
 def signature(stage: str, config: GenMaskConfig) -> GraphSignature:

@@ -1,8 +1,8 @@
 """``genmask build`` / ``python export/build_engines.py`` for gen2seg checkpoints.
 
-``export/cli.py``'s ``main`` asks ``gen2seg_main(args, prog)`` first: it answers None (the GenMask
+``cli/build.py``'s ``main`` asks ``gen2seg_main(args, prog)`` first: it answers None (the GenMask
 build goes on, untouched) unless ``--checkpoint`` is a gen2seg checkpoint, decided without importing
-torch (``is_gen2seg_checkpoint``), and then runs ``gen2seg_build.build_gen2seg_engines``.
+torch (``is_gen2seg_checkpoint``), and then runs ``families/gen2seg/export/build.py``'s ``build_gen2seg_engines``.
 
 Options that apply: ``--out``, ``--precisions`` (fp32,fp16,int8; fp8 is refused), ``--resolution``
 (the SD processing size S), ``--max-batch``, ``--opset``, ``--tensorrt``, ``--workspace``,
@@ -44,7 +44,7 @@ def gen2seg_main(args: argparse.Namespace, prog: str) -> int | None:
                                             ("--no-text-embedder", args.no_text_embedder)) if value]
         if refused:
             raise ConfigError(f"{', '.join(refused)} apply to GenMask checkpoints only; {args.checkpoint} is gen2seg.")
-        from genmask_sdk.cli.build import parse_precisions
+        from genmask_sdk.cli.arguments import parse_precisions
         from genmask_sdk.families.gen2seg.export.build import PRECISIONS, build_gen2seg_engines  # torch, diffusers, onnx: seconds of imports
 
         precisions = parse_precisions(args.precisions, PRECISIONS)
