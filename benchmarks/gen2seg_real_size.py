@@ -24,21 +24,21 @@ Steps (each a "phase" in the results, with its wall time and the process's peak 
    enforced, and INT8 is calibrated on ``--calib-size`` noise images: ``calib="random"``,
    ``enforce_end_to_end=False``). ``--external-data-threshold`` overrides the module constant for the run (the builder has
    no parameter for it; the value used is recorded).
-4. ``torch``: the checkpoint reloaded (``load_gen2seg``) and run through ``TorchColourizer``
+4. ``torch``: the checkpoint reloaded (``load_gen2seg``) and run through ``TorchColorizer``
    (the reference ``colorize``), fp32 eager, ``--threads`` torch threads.
-5. ``ort-<precision>``: ``genmask_sdk.families.gen2seg.engines.open_colourizer(engines, precision=...)``
-   (manifest + sha256 verified), ONNX Runtime CPU. ``open_colourizer`` has no thread option, so
+5. ``ort-<precision>``: ``genmask_sdk.families.gen2seg.engines.open_colorizer(engines, precision=...)``
+   (manifest + sha256 verified), ONNX Runtime CPU. ``open_colorizer`` has no thread option, so
    each of its sessions is re-created with ``intra_op_num_threads = --threads`` (same file,
-   same provider) before timing; the open time reported is ``open_colourizer``'s own.
+   same provider) before timing; the open time reported is ``open_colorizer``'s own.
 
-Latency: ``colour_map(rgb)`` end to end on a synthetic ``--image`` (default 640x480) image,
+Latency: ``color_map(rgb)`` end to end on a synthetic ``--image`` (default 640x480) image,
 ``--warmup`` untimed then ``--repeats`` timed calls (``bench.stats.time_calls``; p50/p90/p99 by
 ``bench.stats.summarize``), with the per-stage split from the same calls: the engines' own
-per-graph timer (``EngineColourizer.timings``) and, for PyTorch, forward hooks on the module each
+per-graph timer (``EngineColorizer.timings``) and, for PyTorch, forward hooks on the module each
 graph wraps (MAE: ``Gen2SegMAE.forward``, i.e. all but ``unpatchify``; SD: ``vae.encoder``,
 ``unet``, ``vae.decoder``, i.e. all but the 1x1 quant convs and the scaling). ``host`` = end to end
 minus the stages (resize, normalisation, min-max, uint8, LANCZOS back). Each engine set's colour map
-on that image is also compared with the PyTorch reference (``gen2seg_build.reference_colour``,
+on that image is also compared with the PyTorch reference (``gen2seg_build.reference_color``,
 the same host processing).
 
 Prompt step: on the fp32 (else the first built) engines' colour map of a S x S image and of the
@@ -233,10 +233,10 @@ class TorchStageTimer:
         self._handles = []
 
 
-def time_colourizer(colour_map: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray, stages: Sequence[str],
+def time_colourizer(color_map: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray, stages: Sequence[str],
                     stage_timings: Callable[[], dict[str, float]], reset: Callable[[], None] | None,
                     warmup: int, repeats: int) -> tuple[dict[str, Any], np.ndarray]:
-    """``colour_map(rgb)`` ``warmup`` + ``repeats`` times; end-to-end, per-stage and host summaries
+    """``color_map(rgb)`` ``warmup`` + ``repeats`` times; end-to-end, per-stage and host summaries
     from the same timed calls."""
     from genmask_sdk.bench.stats import summarize, time_calls
 
@@ -245,7 +245,7 @@ def time_colourizer(colour_map: Callable[[np.ndarray], np.ndarray], rgb: np.ndar
     def call() -> np.ndarray:
         if reset is not None:
             reset()
-        out = colour_map(rgb)
+        out = color_map(rgb)
         timings = stage_timings()
         for stage in stages:
             per_stage[stage].append(float(timings[stage]))
@@ -263,25 +263,25 @@ def colour_errors(ours_float: np.ndarray, ours_map: np.ndarray, reference: tuple
     return {"colour_max_abs_error": float(np.abs(ours_float.astype(np.float64) - ref_float).max()),
             "colour_mean_abs_error": float(np.abs(ours_float.astype(np.float64) - ref_float).mean()),
             "colour_uint8_max_abs_error": int(np.abs(ours_map.astype(np.int16) - ref_map.astype(np.int16)).max()),
-            "reference": "pytorch float32 (gen2seg_build.reference_colour, same host processing)"}
+            "reference": "pytorch float32 (gen2seg_build.reference_color, same host processing)"}
 
 
 def open_engines(directory: Path, precision: str, threads: int | None):
-    """``open_colourizer`` (timed), then its ONNX Runtime sessions re-created with ``threads``."""
-    from genmask_sdk.families.gen2seg.engines import open_colourizer
+    """``open_colorizer`` (timed), then its ONNX Runtime sessions re-created with ``threads``."""
+    from genmask_sdk.families.gen2seg.engines import open_colorizer
 
     start = time.perf_counter()
-    colourizer = open_colourizer(directory, backend="onnxruntime", precision=precision)
+    colorizer = open_colorizer(directory, backend="onnxruntime", precision=precision)
     opened = time.perf_counter() - start
     reopened = None
     if threads:
         start = time.perf_counter()
-        for runner in colourizer.runners.values():
+        for runner in colorizer.runners.values():
             runner.close()
             runner.intra_op_num_threads = int(threads)
             runner.load()
         reopened = time.perf_counter() - start
-    return colourizer, opened, reopened
+    return colorizer, opened, reopened
 
 
 # ---------------------------------------------------------------------------------------- prompt
@@ -431,9 +431,9 @@ def latency(checkpoint: Path, engines: Path, precisions: list[str], size: int, r
     """PyTorch eager, then each engine set (one model in memory at a time)."""
     import torch
 
-    from genmask_sdk.families.gen2seg.export.build import reference_colour
+    from genmask_sdk.families.gen2seg.export.build import reference_color
     from genmask_sdk.families.gen2seg.modeling import load_gen2seg
-    from genmask_sdk.families.gen2seg.modeling.colorizer import TorchColourizer
+    from genmask_sdk.families.gen2seg.modeling.colorizer import TorchColorizer
     from genmask_sdk.families.gen2seg.pipeline import STAGES
 
     backends = []
@@ -443,42 +443,42 @@ def latency(checkpoint: Path, engines: Path, precisions: list[str], size: int, r
         loaded = time.perf_counter() - start
         stages = STAGES[model.config.variant]
         with torch.inference_mode():
-            reference = reference_colour(model, rgb, size)
-        colourizer = TorchColourizer(model)
+            reference = reference_color(model, rgb, size)
+        colorizer = TorchColorizer(model)
         timer = TorchStageTimer(model)
         try:
-            timing, torch_map = time_colourizer(colourizer.colour_map, rgb, stages, timer.current, timer.reset,
+            timing, torch_map = time_colourizer(colorizer.color_map, rgb, stages, timer.current, timer.reset,
                                                 args.warmup, args.repeats)
         finally:
             timer.remove()
         backends.append({"name": "torch-eager-fp32", "backend": "torch", "precision": "fp32", "threads":
                          torch.get_num_threads(), "open_seconds": round(loaded, 2), **timing,
                          "stage_method": "forward hooks on the wrapped modules (see the script's docstring)",
-                         "colourizer": "TorchColourizer.colour_map (Gen2SegMAE/Gen2SegSD.colorize)",
+                         "colorizer": "TorchColorizer.color_map (Gen2SegMAE/Gen2SegSD.colorize)",
                          "vs_reference": {"colour_uint8_max_abs_error": int(np.abs(
                              torch_map.astype(np.int16) - reference[1].astype(np.int16)).max()),
                              "note": "SD: colorize pads to a multiple of 8, the engines to S x S"}})
-        colourizer.close()
-        del model, colourizer, timer
+        colorizer.close()
+        del model, colorizer, timer
         phase["backend"] = "torch-eager-fp32"
     maps: dict[str, Any] = {}
     for precision in precisions:
         with phases(f"ort-{precision}") as phase:
-            colourizer, opened, reopened = open_engines(engines, precision, threads)
+            colorizer, opened, reopened = open_engines(engines, precision, threads)
             try:
-                timing, engine_map = time_colourizer(colourizer.colour_map, rgb, stages, lambda: colourizer.timings,
+                timing, engine_map = time_colourizer(colorizer.color_map, rgb, stages, lambda: colorizer.timings,
                                                      None, args.warmup, args.repeats)
-                errors = colour_errors(colourizer.colour_float(rgb), engine_map, reference)
+                errors = colour_errors(colorizer.color_float(rgb), engine_map, reference)
                 if not maps or precision == "fp32":
                     maps = {"source": f"ort-cpu-{precision}", "image": engine_map,
-                            "square": colourizer.colour_map(square)}
+                            "square": colorizer.color_map(square)}
             finally:
-                colourizer.close()
+                colorizer.close()
             backends.append({"name": f"ort-cpu-{precision}", "backend": "onnxruntime", "precision": precision,
                              "threads": threads, "open_seconds": round(opened, 2),
                              "reopen_with_threads_seconds": _round(reopened, 2), **timing,
-                             "stage_method": "EngineColourizer.timings (per graph, session.run)",
-                             "colourizer": "genmask_sdk.families.gen2seg.engines.open_colourizer(...).colour_map",
+                             "stage_method": "EngineColorizer.timings (per graph, session.run)",
+                             "colorizer": "genmask_sdk.families.gen2seg.engines.open_colorizer(...).color_map",
                              "vs_reference": errors})
             phase["backend"] = f"ort-cpu-{precision}"
     base = backends[0]["end_to_end"]["p50_ms"]
@@ -562,7 +562,7 @@ def markdown(results: dict[str, Any]) -> str:
     lat = results.get("latency")
     if lat:
         stages = lat["stages"]
-        lines += ["", f"## Latency: `colour_map` on a {lat['input']['width']}x{lat['input']['height']} image "
+        lines += ["", f"## Latency: `color_map` on a {lat['input']['width']}x{lat['input']['height']} image "
                       f"({lat['warmup']} warm-up + {lat['repeats']} timed calls, ms)", "",
                   "| backend | open s | end to end p50 | p90 | p99 | " + " | ".join(f"{s} p50 | {s} p90 | {s} p99"
                                                                         for s in stages)
@@ -577,7 +577,7 @@ def markdown(results: dict[str, Any]) -> str:
                                                           f"{vs['colour_uint8_max_abs_error']})")
             lines.append(f"| {b['name']} | {b['open_seconds']} | {e2e['p50_ms']:.1f} | {e2e['p90_ms']:.1f} | "
                          f"{e2e['p99_ms']:.1f} | {cells} | {b['host']['p50_ms']:.1f} | {b['x_torch_p50']} | {err} |")
-        lines += ["", "open s: torch = `load_gen2seg`; ORT = `open_colourizer` (manifest + sha256 of every file), the "
+        lines += ["", "open s: torch = `load_gen2seg`; ORT = `open_colorizer` (manifest + sha256 of every file), the "
                       "sessions then re-created with the thread count. Stages: ORT = the runtime's per-graph timer; "
                       "torch = forward hooks on the wrapped modules. host = end to end − stages."]
     prompt = results.get("prompt_step")

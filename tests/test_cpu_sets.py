@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from genmask_sdk.families.genmask.engines import FAITHFUL_MASK_IOU, choose_cpu_set, choose_precision
-from genmask_sdk.families.genmask.export.cpu_timing import cpu_model
+from genmask_sdk.runtime.hardware import cpu_model
 from genmask_sdk.runtime.devices import Device
 
 

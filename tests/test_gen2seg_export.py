@@ -45,12 +45,12 @@ from genmask_sdk.families.gen2seg.export.build import (
     build_gen2seg_engines,
     check_images,
     prompt_ious,
-    reference_colour,
+    reference_color,
 )
 from genmask_sdk.export.manifest import checkpoint_sha256
 from genmask_sdk.families.gen2seg.modeling import Gen2SegConfig, Gen2SegMAE, Gen2SegSD, load_gen2seg
 from genmask_sdk.families.gen2seg.modeling.configs import tiny_mae_config, tiny_sd_components
-from genmask_sdk.families.gen2seg.engines import open_colourizer
+from genmask_sdk.families.gen2seg.engines import open_colorizer
 from genmask_sdk.runtime.manifest import load_manifest, manifest_problems
 
 SD_SIZE = 64
@@ -238,13 +238,13 @@ def test_fp16_of_an_external_data_source_skips_shape_inference(mae_build, tmp_pa
 # ------------------------------------------------------------------------------------ colour maps
 def test_fp32_colour_maps_equal_pytorch_on_odd_sizes(variant):
     name, directory, model = variant
-    with open_colourizer(directory, precision="fp32") as colourizer:
+    with open_colorizer(directory, precision="fp32") as colorizer:
         for rgb in odd_images():
-            ours = colourizer.colour_map(rgb)
-            ref_float, ref_map = reference_colour(model, rgb)
+            ours = colorizer.color_map(rgb)
+            ref_float, ref_map = reference_color(model, rgb)
             assert ours.shape == rgb.shape and ours.dtype == np.uint8
             assert int(np.abs(ours.astype(int) - ref_map).max()) <= 1, rgb.shape
-            assert float(np.abs(colourizer.colour_float(rgb) - ref_float).max()) < 1e-2
+            assert float(np.abs(colorizer.color_float(rgb) - ref_float).max()) < 1e-2
             if name == "mae" or (rgb.shape[0] == rgb.shape[1]):  # the published reference itself
                 assert int(np.abs(ours.astype(int) - model.colorize(rgb)).max()) <= 1
 
@@ -252,10 +252,10 @@ def test_fp32_colour_maps_equal_pytorch_on_odd_sizes(variant):
 def test_sd_square_images_equal_the_published_pipeline(sd_build, sd_model):
     """Square inputs need no padding: the engines then give exactly upstream's steps (Gen2SegSD.colorize)."""
     rng = np.random.default_rng(3)
-    with open_colourizer(sd_build[0].directory) as colourizer:
+    with open_colorizer(sd_build[0].directory) as colorizer:
         for side in (64, 97):
             rgb = rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
-            assert int(np.abs(colourizer.colour_map(rgb).astype(int) - sd_model.colorize(rgb)).max()) <= 1
+            assert int(np.abs(colorizer.color_map(rgb).astype(int) - sd_model.colorize(rgb)).max()) <= 1
 
 
 def test_numpy_preprocessing_equals_torch(sd_model):
@@ -272,12 +272,12 @@ def test_fp16_colour_maps_and_point_prompt_masks(variant):
     name, directory, model = variant
     size = model.config.processing_size
     ious, float_errors, uint8_errors = [], [], []
-    with open_colourizer(directory, precision="fp16") as colourizer:
-        assert colourizer.describe()["precision"] == "fp16"
+    with open_colorizer(directory, precision="fp16") as colorizer:
+        assert colorizer.describe()["precision"] == "fp16"
         for rgb, points in check_images(3, size, seed=10):
-            ref_float, ref_map = reference_colour(model, rgb)
-            ours = colourizer.colour_map(rgb)
-            float_errors.append(float(np.abs(colourizer.colour_float(rgb) - ref_float).max()))
+            ref_float, ref_map = reference_color(model, rgb)
+            ours = colorizer.color_map(rgb)
+            float_errors.append(float(np.abs(colorizer.color_float(rgb) - ref_float).max()))
             uint8_errors.append(int(np.abs(ours.astype(int) - ref_map).max()))
             ious += prompt_ious(ours, ref_map, points)
     assert max(float_errors) <= FP16_COLOUR_BOUND, float_errors
@@ -292,14 +292,14 @@ def test_int8_colour_maps_and_point_prompt_masks(variant):
     name, directory, model = variant
     size = model.config.processing_size
     ious, float_errors = [], []
-    with open_colourizer(directory, precision="int8") as colourizer:
-        assert colourizer.describe()["graphs"] == ({"vae_encoder": "vae_encoder.fp32.onnx", "unet": "unet.int8.onnx",
+    with open_colorizer(directory, precision="int8") as colorizer:
+        assert colorizer.describe()["graphs"] == ({"vae_encoder": "vae_encoder.fp32.onnx", "unet": "unet.int8.onnx",
                                                     "vae_decoder": "vae_decoder.fp32.onnx"} if name == "sd"
                                                    else {"mae": "mae.int8.onnx"})
         for rgb, points in check_images(3, size, seed=30):
-            ref_float, ref_map = reference_colour(model, rgb)
-            float_errors.append(float(np.abs(colourizer.colour_float(rgb) - ref_float).max()))
-            ious += prompt_ious(colourizer.colour_map(rgb), ref_map, points)
+            ref_float, ref_map = reference_color(model, rgb)
+            float_errors.append(float(np.abs(colorizer.color_float(rgb) - ref_float).max()))
+            ious += prompt_ious(colorizer.color_map(rgb), ref_map, points)
     assert max(float_errors) <= 16.0, float_errors
     assert np.mean(ious) >= 0.9, ious
     graph = onnx.load(str(directory / f"{'unet' if name == 'sd' else 'mae'}.int8.onnx"))
@@ -317,14 +317,14 @@ def test_open_colourizer_runs_without_torch(sd_build, mae_build, tmp_path):
     directories = {"sd": str(sd_build[0].directory), "mae": str(mae_build[0].directory)}
     done = run_blocked(f"""
         import json, sys, numpy as np
-        from genmask_sdk.families.gen2seg.engines import open_colourizer
+        from genmask_sdk.families.gen2seg.engines import open_colorizer
         rgb = np.load({str(tmp_path / 'rgb.npy')!r})
         maps, described = {{}}, {{}}
         for name, directory in {directories!r}.items():
             for precision in ("fp32", "fp16", "int8"):
-                with open_colourizer(directory, precision=precision) as colourizer:
-                    maps[f"{{name}}_{{precision}}"] = colourizer.colour_map(rgb)
-                    described[f"{{name}}_{{precision}}"] = colourizer.describe()
+                with open_colorizer(directory, precision=precision) as colorizer:
+                    maps[f"{{name}}_{{precision}}"] = colorizer.color_map(rgb)
+                    described[f"{{name}}_{{precision}}"] = colorizer.describe()
         np.savez({str(out)!r}, **maps)
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in {BLOCKED!r})
         print(json.dumps({{"loaded": loaded, "described": described}}))
@@ -338,8 +338,8 @@ def test_open_colourizer_runs_without_torch(sd_build, mae_build, tmp_path):
     maps = np.load(out)
     for name, directory in directories.items():
         for precision in ("fp32", "fp16", "int8"):
-            with open_colourizer(directory, precision=precision) as colourizer:
-                np.testing.assert_array_equal(maps[f"{name}_{precision}"], colourizer.colour_map(rgb))
+            with open_colorizer(directory, precision=precision) as colorizer:
+                np.testing.assert_array_equal(maps[f"{name}_{precision}"], colorizer.color_map(rgb))
 
 
 # ------------------------------------------------------------------------------ manifest trust
@@ -367,7 +367,7 @@ def test_manifest_validates_and_tampering_is_refused(engines_copy):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactMismatchError, match="checksum"):
-        open_colourizer(engines_copy)
+        open_colorizer(engines_copy)
 
 
 @pytest.mark.parametrize("name", ["../outside.onnx", "/etc/passwd", "sub/../../x.onnx"])
@@ -380,7 +380,7 @@ def test_file_paths_escaping_the_directory_are_refused(engines_copy, name):
 
     _edit(engines_copy, change)
     with pytest.raises(ArtifactMismatchError, match="not inside the engines directory"):
-        open_colourizer(engines_copy)
+        open_colorizer(engines_copy)
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -396,7 +396,7 @@ def test_invalid_gen2seg_manifests_are_one_typed_error(engines_copy, change, exp
     with pytest.raises(ArtifactMismatchError, match=expected):
         load_manifest(engines_copy)
     with pytest.raises(ArtifactMismatchError):
-        open_colourizer(engines_copy)
+        open_colorizer(engines_copy)
 
 
 def test_genmask_manifests_are_not_gen2seg_and_keep_their_rules(engines_copy):
@@ -404,7 +404,7 @@ def test_genmask_manifests_are_not_gen2seg_and_keep_their_rules(engines_copy):
     assert manifest_problems(data, engines_copy) == []
     _edit(engines_copy, lambda d: d.pop("family"))  # now it claims to be a GenMask manifest
     with pytest.raises(ArtifactMismatchError, match="holds 'genmask' engines, not 'gen2seg'"):
-        open_colourizer(engines_copy)
+        open_colorizer(engines_copy)
 
 
 # ------------------------------------------------------------------------------------ bad inputs
@@ -414,35 +414,35 @@ def test_genmask_manifests_are_not_gen2seg_and_keep_their_rules(engines_copy):
     (np.zeros((8, 8, 4), np.uint8), InvalidInputError), (np.zeros((1, 600, 3), np.uint8), InvalidInputError),
 ])
 def test_bad_images_are_typed_errors(sd_build, bad, error):
-    with open_colourizer(sd_build[0].directory) as colourizer:
+    with open_colorizer(sd_build[0].directory) as colorizer:
         with pytest.raises(error):
-            colourizer.colour_map(bad)
+            colorizer.color_map(bad)
 
 
 def test_bad_open_arguments_are_typed_errors(engines_copy, tmp_path):
     import onnxruntime
 
     with pytest.raises(BackendUnavailableError, match="no TensorRT plans"):
-        open_colourizer(engines_copy, backend="tensorrt", device="cuda")
+        open_colorizer(engines_copy, backend="tensorrt", device="cuda")
     with pytest.raises(BackendUnavailableError, match="runs on a CUDA GPU"):
-        open_colourizer(engines_copy, backend="tensorrt")
+        open_colorizer(engines_copy, backend="tensorrt")
     with pytest.raises(BackendUnavailableError):
-        open_colourizer(engines_copy, backend="torch")
+        open_colorizer(engines_copy, backend="torch")
     for kwargs in ({"backend": "trt"}, {"precision": "fp8"}, {"device": "gpu"}):
         with pytest.raises(ConfigError):
-            open_colourizer(engines_copy, **kwargs)
+            open_colorizer(engines_copy, **kwargs)
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(BackendUnavailableError):
-            open_colourizer(engines_copy, device="cuda")
+            open_colorizer(engines_copy, device="cuda")
     with pytest.raises(ArtifactNotFoundError):
-        open_colourizer(tmp_path / "nowhere")
-    colourizer = open_colourizer(engines_copy)
-    colourizer.close()
+        open_colorizer(tmp_path / "nowhere")
+    colorizer = open_colorizer(engines_copy)
+    colorizer.close()
     with pytest.raises(InvalidStateError):
-        colourizer.colour_map(np.zeros((8, 8, 3), np.uint8))
+        colorizer.color_map(np.zeros((8, 8, 3), np.uint8))
     _edit(engines_copy, lambda d: d["sets"].pop("fp16"))
     with pytest.raises(BackendUnavailableError, match="has only the sets"):
-        open_colourizer(engines_copy, precision="fp16")
+        open_colorizer(engines_copy, precision="fp16")
 
 
 def test_build_errors_are_typed(sd_checkpoint, mae_checkpoint, tmp_path):

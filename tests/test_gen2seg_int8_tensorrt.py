@@ -6,7 +6,7 @@ No TensorRT or GPU exists here: the TensorRT tests replace the SDK's two TensorR
 ``gen2seg_tensorrt.build_plan`` (writes the ONNX bytes as the "plan") and the plan runners
 (ONNX Runtime on that file) — with doubles, and check everything around them: which graphs get
 plans, the manifest's sets and records, per-plan fidelity, the end-to-end check of the plan sets,
-``open_colourizer(backend=...)`` choices and errors. Real plans are built and checked on a GPU by
+``open_colorizer(backend=...)`` choices and errors. Real plans are built and checked on a GPU by
 ``tests/test_tensorrt_build.py``'s GPU tests (skipped here, with the reason).
 """
 
@@ -36,7 +36,7 @@ from genmask_sdk.families.gen2seg.modeling import Gen2SegMAE
 from genmask_sdk.families.gen2seg.modeling.configs import tiny_mae_config
 from genmask_sdk.families.gen2seg import pipeline as runtime
 from genmask_sdk.runtime import trt_api
-from genmask_sdk.families.gen2seg.engines import open_colourizer
+from genmask_sdk.families.gen2seg.engines import open_colorizer
 from genmask_sdk.runtime.manifest import load_manifest
 from test_gen2seg_export import structured_tiny_sd
 
@@ -162,7 +162,7 @@ class PlanDoubles:
         monkeypatch.setattr(gen2seg_tensorrt, "build_plan", self.build_plan)
         monkeypatch.setattr(gen2seg_tensorrt, "plan_output", lambda path, feeds: run_onnx(Path(path), dict(feeds)))
         monkeypatch.setattr(tensorrt_steps, "current_target", lambda: ("10.13.0", [8, 7]))
-        monkeypatch.setattr(runtime.EngineColourizer, "_make_runners", self.make_runners)
+        monkeypatch.setattr(runtime.EngineColorizer, "_make_runners", self.make_runners)
         monkeypatch.setattr(trt_api, "import_tensorrt", lambda: SimpleNamespace(__version__="10.13.0"))
 
     def build_plan(self, onnx_path, plan_path, config, progress=True) -> PlanInfo:
@@ -172,10 +172,10 @@ class PlanDoubles:
         return PlanInfo(str(plan_path), "10.13.0", (8, 7), profiles, 0.5, False)
 
     @staticmethod
-    def make_runners(colourizer):
+    def make_runners(colorizer):
         from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
-        return {stage: OnnxRuntimeRunner(path, provider="cpu") for stage, path in colourizer.files.items()}
+        return {stage: OnnxRuntimeRunner(path, provider="cpu") for stage, path in colorizer.files.items()}
 
 
 def test_tensorrt_plans_are_built_checked_recorded_and_opened(mae_checkpoint, tmp_path, monkeypatch):
@@ -195,14 +195,14 @@ def test_tensorrt_plans_are_built_checked_recorded_and_opened(mae_checkpoint, tm
     assert plan["profiles"] == {"pixels": [[1, 3, 56, 56], [1, 3, 56, 56], [2, 3, 56, 56]]}
     assert any("fp16 TensorRT end to end" in line for line in lines)
     load_manifest(out, verify=True)
-    with open_colourizer(out, backend="auto", precision="int8", device="cuda") as colourizer:  # auto + GPU -> plans
-        described = colourizer.describe()
+    with open_colorizer(out, backend="auto", precision="int8", device="cuda") as colorizer:  # auto + GPU -> plans
+        described = colorizer.describe()
         assert described["backend"] == "tensorrt" and described["graphs"] == {"mae": "mae.int8.plan"}
-        assert colourizer.colour_map(np.zeros((30, 40, 3), np.uint8)).shape == (30, 40, 3)
-    with open_colourizer(out, backend="onnxruntime", precision="int8") as colourizer:
-        assert colourizer.describe()["graphs"] == {"mae": "mae.int8.onnx"}
+        assert colorizer.color_map(np.zeros((30, 40, 3), np.uint8)).shape == (30, 40, 3)
+    with open_colorizer(out, backend="onnxruntime", precision="int8") as colorizer:
+        assert colorizer.describe()["graphs"] == {"mae": "mae.int8.onnx"}
     with pytest.raises(BackendUnavailableError, match="runs on a CUDA GPU"):
-        open_colourizer(out, backend="tensorrt", precision="int8", device="cpu")
+        open_colorizer(out, backend="tensorrt", precision="int8", device="cpu")
     # unchanged on the same TensorRT and GPU: reused; on another GPU: rebuilt
     doubles.built.clear()
     again = build_gen2seg_engines(mae_checkpoint, out, ["fp16", "int8"], progress=False, log=quiet, check_samples=1,
@@ -230,5 +230,5 @@ def test_without_tensorrt_the_manifest_says_why_and_how(mae_checkpoint, tmp_path
     assert summary["built"] is False and "--tensorrt off" in summary["reason"]
     assert "--stronglyTyped" in summary["trtexec"]["mae.fp32.onnx"]
     with pytest.raises(BackendUnavailableError, match="no TensorRT plans for the fp32 set"):
-        open_colourizer(tmp_path / "e", backend="tensorrt", device="cuda")
+        open_colorizer(tmp_path / "e", backend="tensorrt", device="cuda")
     json.dumps(result.manifest.data)  # plain JSON throughout

@@ -17,7 +17,7 @@ from genmask_sdk.families.gen2seg.modeling import (
     Gen2SegConfig,
     Gen2SegMAE,
     Gen2SegSD,
-    MAEColourStage,
+    MAEColorStage,
     alphas_cumprod,
     load_gen2seg,
     load_mae,
@@ -283,12 +283,12 @@ def test_mae_forward_equals_transformers_identity_order(mae_model):
 @torch.no_grad()
 def test_mae_colour_map_and_export(mae_model):
     pixels = torch.rand(1, 3, 56, 56)
-    colour = MAEColourStage(mae_model)(pixels)
+    colour = MAEColorStage(mae_model)(pixels)
     assert colour.shape == (1, 3, 56, 56) and 0.0 <= float(colour.min()) and float(colour.max()) < 255.0
     raw = mae_model.predict_image(pixels)
     normalised = (raw - raw.min()) / (raw.max() - raw.min() + 1e-5)  # the published formula when min < 0 < max
     assert float(raw.min()) < 0 < float(raw.max())
-    torch.testing.assert_close(mae_model.colour_map(raw), normalised**0.7 * 255, atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(mae_model.color_map(raw), normalised**0.7 * 255, atol=1e-3, rtol=1e-5)
     exported = torch.export.export(mae_model, (pixels,))
     targets = " ".join(str(node.target) for node in exported.graph.nodes if node.op == "call_function")
     assert not any(op in targets for op in ("rand", "argsort", "sort", "gather"))

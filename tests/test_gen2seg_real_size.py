@@ -1,5 +1,5 @@
 """benchmarks/gen2seg_real_size.py: random gen2seg model -> checkpoint -> ``build_gen2seg_engines`` ->
-PyTorch eager vs ``open_colourizer`` engines latency (p50/p90/p99, per stage) -> prompt-step costs.
+PyTorch eager vs ``open_colorizer`` engines latency (p50/p90/p99, per stage) -> prompt-step costs.
 
 The ``--quick`` cases run the tiny random MAE (the builder's default external-data threshold: every
 graph inline) and the tiny random SD with a zero threshold (every graph, fp16 included, as

@@ -26,7 +26,7 @@ from genmask_sdk.families.gen2seg import (
     InstanceMask,
     PromptConfig,
     point_prompt_mask,
-    query_colour,
+    query_color,
     segment_everything,
     similarity,
 )
@@ -74,9 +74,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("refine", [False, True])
 def test_point_inside_each_region_gives_its_exact_mask(scene, refine):
-    colour_map, masks = scene
+    color_map, masks = scene
     for name, point in INSIDE.items():
-        mask, score = point_prompt_mask(colour_map, [point], config=PromptConfig(refine=refine))
+        mask, score = point_prompt_mask(color_map, [point], config=PromptConfig(refine=refine))
         assert mask.dtype == bool and mask.shape == (H, W)
         assert score.dtype == np.float32 and score.shape == (H, W)
         assert 0.0 <= score.min() and score.max() <= 1.0
@@ -86,19 +86,19 @@ def test_point_inside_each_region_gives_its_exact_mask(scene, refine):
 
 
 def test_float_colour_map_and_one_bare_point_are_accepted(scene):
-    colour_map, masks = scene
-    mask, _ = point_prompt_mask(colour_map.astype(np.float32), INSIDE["blue_disc"], labels=[1])
+    color_map, masks = scene
+    mask, _ = point_prompt_mask(color_map.astype(np.float32), INSIDE["blue_disc"], labels=[1])
     assert np.array_equal(mask, masks["blue_disc"])
 
 
 def test_query_colour_is_the_region_colour_inside_and_a_blend_on_an_edge(scene):
-    colour_map, _ = scene
-    assert np.allclose(query_colour(colour_map, INSIDE["red"]), COLOURS["red"], atol=1e-3)
+    color_map, _ = scene
+    assert np.allclose(query_color(color_map, INSIDE["red"]), COLOURS["red"], atol=1e-3)
     # x = 29.5 is halfway between the last red column and the first green one: an equal blend
-    blend = query_colour(colour_map, (29.5, 15))
+    blend = query_color(color_map, (29.5, 15))
     assert np.allclose(blend, (np.array(COLOURS["red"]) + COLOURS["green"]) / 2, atol=1e-3)
     # a tiny sigma does not underflow to black: the nearest pixel's colour
-    assert np.allclose(query_colour(colour_map, (10.3, 7.7), sigma=1e-5), COLOURS["red"], atol=1e-3)
+    assert np.allclose(query_color(color_map, (10.3, 7.7), sigma=1e-5), COLOURS["red"], atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,8 +107,8 @@ def test_query_colour_is_the_region_colour_inside_and_a_blend_on_an_edge(scene):
 
 @pytest.mark.parametrize("refine", [False, True])
 def test_positive_points_on_two_objects_give_their_union(scene, refine):
-    colour_map, masks = scene
-    mask, score = point_prompt_mask(colour_map, [INSIDE["red"], INSIDE["blue_disc"]], labels=[1, 1],
+    color_map, masks = scene
+    mask, score = point_prompt_mask(color_map, [INSIDE["red"], INSIDE["blue_disc"]], labels=[1, 1],
                                     config=PromptConfig(refine=refine))
     assert np.array_equal(mask, masks["red"] | masks["blue_disc"])
     assert score[masks["red"]].min() > 0.9 and score[masks["blue_disc"]].min() > 0.9
@@ -155,8 +155,8 @@ def test_negative_point_removes_a_neighbour_selected_by_an_edge_point(similar_ne
 
 
 def test_negative_point_on_the_positive_region_removes_it(scene):
-    colour_map, masks = scene
-    mask, _ = point_prompt_mask(colour_map, [INSIDE["red"], (20, 20), INSIDE["green"]], labels=[1, 0, 1],
+    color_map, masks = scene
+    mask, _ = point_prompt_mask(color_map, [INSIDE["red"], (20, 20), INSIDE["green"]], labels=[1, 0, 1],
                                 config=PromptConfig(refine=False))
     assert np.array_equal(mask, masks["green"])   # a negative wins ties
 
@@ -167,8 +167,8 @@ def test_negative_point_on_the_positive_region_removes_it(scene):
 
 @pytest.mark.parametrize("refine", [False, True])
 def test_segment_everything_finds_every_flat_region_once(scene, refine):
-    colour_map, masks = scene
-    found = segment_everything(colour_map, config=PromptConfig(refine=refine))
+    color_map, masks = scene
+    found = segment_everything(color_map, config=PromptConfig(refine=refine))
     assert len(found) == len(masks)
     assert all(isinstance(item, InstanceMask) for item in found)
     for name, truth in masks.items():
@@ -192,9 +192,9 @@ def test_segment_everything_finds_a_bar_narrower_than_the_query_window():
     bar[10:50, 60:63] = True
     block = np.zeros((H, W), dtype=bool)
     block[10:50, 63:90] = True
-    colour_map = np.zeros((H, W, 3), dtype=np.uint8)
-    colour_map[bar], colour_map[block] = (230, 60, 200), (40, 200, 90)
-    found = segment_everything(colour_map, config=PromptConfig(refine=False), min_area=16)
+    color_map = np.zeros((H, W, 3), dtype=np.uint8)
+    color_map[bar], color_map[block] = (230, 60, 200), (40, 200, 90)
+    found = segment_everything(color_map, config=PromptConfig(refine=False), min_area=16)
     assert len(found) == 2
     assert iou(found[0].mask, block) == 1.0 and iou(found[1].mask, bar) == 1.0
 
@@ -204,8 +204,8 @@ def test_segment_everything_on_an_all_black_map_finds_nothing():
 
 
 def test_segment_everything_drops_regions_below_min_area(scene):
-    colour_map, masks = scene
-    found = segment_everything(colour_map, config=PromptConfig(refine=False), min_area=200)
+    color_map, masks = scene
+    found = segment_everything(color_map, config=PromptConfig(refine=False), min_area=200)
     assert len(found) == len(masks) - 1 and all(item.area >= 200 for item in found)   # grey is 144 px
 
 
@@ -223,21 +223,21 @@ def twins() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two separate squares of one colour, plus a speck of that colour (3 px) elsewhere."""
     left, right = np.zeros((H, W), dtype=bool), np.zeros((H, W), dtype=bool)
     left[10:30, 10:30], right[30:55, 60:85] = True, True
-    colour_map = np.zeros((H, W, 3), dtype=np.uint8)
-    colour_map[left | right] = (200, 120, 40)
-    colour_map[58, 5:8] = (200, 120, 40)
-    return colour_map, left, right
+    color_map = np.zeros((H, W, 3), dtype=np.uint8)
+    color_map[left | right] = (200, 120, 40)
+    color_map[58, 5:8] = (200, 120, 40)
+    return color_map, left, right
 
 
 @pytest.mark.parametrize("refine", [False, True])
 def test_a_point_selects_only_the_connected_part_it_lies_on(twins, refine):
-    colour_map, left, right = twins
-    mask, score = point_prompt_mask(colour_map, [(20, 20)], config=PromptConfig(refine=refine))
+    color_map, left, right = twins
+    mask, score = point_prompt_mask(color_map, [(20, 20)], config=PromptConfig(refine=refine))
     assert iou(mask, left) >= 0.98 and not (mask & right).any()
     assert np.array_equal(mask, score * 255 > 3)  # the score is 0 outside the kept parts
-    published, _ = point_prompt_mask(colour_map, [(20, 20)], config=PromptConfig(refine=refine, connected=False))
+    published, _ = point_prompt_mask(color_map, [(20, 20)], config=PromptConfig(refine=refine, connected=False))
     assert published[left].all() and published[right].all() and published[58, 5:8].all()
-    both, _ = point_prompt_mask(colour_map, [(20, 20), (70, 40)], config=PromptConfig(refine=refine))
+    both, _ = point_prompt_mask(color_map, [(20, 20), (70, 40)], config=PromptConfig(refine=refine))
     assert iou(both, left | right) >= 0.98
 
 
@@ -251,11 +251,11 @@ def test_a_point_just_outside_its_mask_takes_the_nearest_part(twins):
 
 
 def test_segment_everything_gives_same_coloured_objects_one_mask_each(twins):
-    colour_map, left, right = twins
-    found = segment_everything(colour_map, config=PromptConfig(refine=False), min_area=16)
+    color_map, left, right = twins
+    found = segment_everything(color_map, config=PromptConfig(refine=False), min_area=16)
     assert len(found) == 2
     assert np.array_equal(found[0].mask, right) and np.array_equal(found[1].mask, left)
-    merged = segment_everything(colour_map, config=PromptConfig(refine=False, connected=False), min_area=16)
+    merged = segment_everything(color_map, config=PromptConfig(refine=False, connected=False), min_area=16)
     assert len(merged) == 1 and merged[0].mask[left].all() and merged[0].mask[right].all()
 
 
@@ -302,7 +302,7 @@ def test_bad_points_and_labels_raise_clear_typed_errors(scene, points, labels, e
         assert word in str(raised.value), f"{word!r} not in {raised.value}"
 
 
-@pytest.mark.parametrize("colour_map, error, words", [
+@pytest.mark.parametrize("color_map, error, words", [
     (np.zeros((H, W), dtype=np.uint8), InvalidInputError, ["(H, W, 3)", "(64, 96)"]),
     (np.zeros((H, W, 4), dtype=np.uint8), InvalidInputError, ["(H, W, 3)", "(64, 96, 4)"]),
     (np.zeros((H, W, 3), dtype=np.int32), InputTypeError, ["uint8", "int32"]),
@@ -310,9 +310,9 @@ def test_bad_points_and_labels_raise_clear_typed_errors(scene, points, labels, e
     (np.full((H, W, 3), np.nan, dtype=np.float32), InvalidInputError, ["NaN"]),
     (np.zeros((H, W, 3)).tolist(), InputTypeError, ["numpy array", "list"]),
 ])
-def test_bad_colour_maps_raise_clear_typed_errors(colour_map, error, words):
+def test_bad_colour_maps_raise_clear_typed_errors(color_map, error, words):
     with pytest.raises(error) as raised:
-        point_prompt_mask(colour_map, [(1, 1)], config=PromptConfig(refine=False))
+        point_prompt_mask(color_map, [(1, 1)], config=PromptConfig(refine=False))
     for word in words:
         assert word in str(raised.value), f"{word!r} not in {raised.value}"
 
@@ -328,18 +328,18 @@ def test_bad_config_values_raise_config_errors():
 # ---------------------------------------------------------------------------------------------
 
 def test_missing_opencv_with_refine_raises_backend_unavailable(scene, monkeypatch):
-    colour_map, masks = scene
+    color_map, masks = scene
     monkeypatch.setitem(sys.modules, "cv2", None)   # makes `import cv2` raise ImportError
     with pytest.raises(BackendUnavailableError) as raised:
-        point_prompt_mask(colour_map, [INSIDE["red"]])
+        point_prompt_mask(color_map, [INSIDE["red"]])
     assert isinstance(raised.value, GenMaskError)
     assert "pip install opencv-contrib-python-headless" in str(raised.value)
     assert "refine=False" in str(raised.value)
     with pytest.raises(BackendUnavailableError):
-        segment_everything(colour_map)
+        segment_everything(color_map)
     with pytest.raises(BackendUnavailableError, match="connected=False"):  # connected parts need cv2 too
-        point_prompt_mask(colour_map, [INSIDE["red"]], config=PromptConfig(refine=False))
-    mask, _ = point_prompt_mask(colour_map, [INSIDE["red"]], config=PromptConfig(refine=False, connected=False))
+        point_prompt_mask(color_map, [INSIDE["red"]], config=PromptConfig(refine=False))
+    mask, _ = point_prompt_mask(color_map, [INSIDE["red"]], config=PromptConfig(refine=False, connected=False))
     assert np.array_equal(mask, masks["red"])
 
 
@@ -357,10 +357,10 @@ def test_package_imports_without_torch_and_without_cv2():
         sys.modules["cv2"] = None
         import numpy as np
         import genmask_sdk.families.gen2seg as instance
-        colour_map = np.zeros((8, 8, 3), dtype=np.uint8)
-        colour_map[2:6, 2:6] = (200, 30, 30)
+        color_map = np.zeros((8, 8, 3), dtype=np.uint8)
+        color_map[2:6, 2:6] = (200, 30, 30)
         config = instance.PromptConfig(refine=False, connected=False)
-        mask, _ = instance.point_prompt_mask(colour_map, [(3, 3)], config=config)
+        mask, _ = instance.point_prompt_mask(color_map, [(3, 3)], config=config)
         assert mask.sum() == 16, mask.sum()
         print("ok")
     """)
@@ -375,27 +375,27 @@ def test_package_imports_without_torch_and_without_cv2():
 # ---------------------------------------------------------------------------------------------
 
 def test_clamp_changes_the_similarity_as_documented():
-    colour_map = np.zeros((4, 6, 3), dtype=np.uint8)
-    colour_map[:, :2] = (100, 100, 100)       # the query colour
-    colour_map[:, 2:4] = (130, 100, 100)      # 30 RGB units away
-    colour_map[:, 4:] = (100, 100, 300 - 45)  # 155 units away: the farthest
+    color_map = np.zeros((4, 6, 3), dtype=np.uint8)
+    color_map[:, :2] = (100, 100, 100)       # the query colour
+    color_map[:, 2:4] = (130, 100, 100)      # 30 RGB units away
+    color_map[:, 4:] = (100, 100, 300 - 45)  # 155 units away: the farthest
     query = (100, 100, 100)
     eps = 1e-6
 
-    unclamped = similarity(colour_map, query, PromptConfig(clamp_similarity=False))
+    unclamped = similarity(color_map, query, PromptConfig(clamp_similarity=False))
     low, high = 1 / (155 + eps), 1 / eps
     assert unclamped[0, 0] == pytest.approx(1.0)
     assert unclamped[0, 2] == pytest.approx((1 / (30 + eps) - low) / (high - low + eps), abs=1e-9)
     assert unclamped[0, 2] < 1e-7 and unclamped[0, 4] == 0.0   # only the exact colour counts
 
-    clamped = similarity(colour_map, query, PromptConfig(clamp_similarity=True))
+    clamped = similarity(color_map, query, PromptConfig(clamp_similarity=True))
     low, high = 1 / (155 + eps), 1.0
     assert clamped[0, 0] == pytest.approx((high - low) / (high - low + eps), rel=1e-6)   # 1 - ~1e-6
     assert clamped[0, 2] == pytest.approx((1 / (30 + eps) - low) / (high - low + eps), rel=1e-5)
     assert clamped[0, 4] == 0.0
 
     # with the default threshold (3 of 255): clamped accepts the colour 30 units away, unclamped does not
-    masks = {clamp: point_prompt_mask(colour_map, [(0, 1)],
+    masks = {clamp: point_prompt_mask(color_map, [(0, 1)],
                                       config=PromptConfig(refine=False, clamp_similarity=clamp))[0]
              for clamp in (False, True)}
     assert masks[False][:, :2].all() and not masks[False][:, 2:].any()

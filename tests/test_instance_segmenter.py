@@ -1,8 +1,8 @@
 """InstanceSegmenter (gen2seg's user API) and ``genmask segment --point/--everything``.
 
-Two kinds of colourizer: tiny random gen2seg checkpoints (one SD, one MAE; saved with the
+Two kinds of colorizer: tiny random gen2seg checkpoints (one SD, one MAE; saved with the
 loader's save functions and loaded back through ``from_pretrained``), whose colour maps are
-arbitrary, so those tests check shapes, caching and consistency; and a fake colourizer that paints
+arbitrary, so those tests check shapes, caching and consistency; and a fake colorizer that paints
 a synthetic flat-colour map, on which the prompt results are exact.
 """
 
@@ -108,7 +108,7 @@ class FlatColourizer:
         self.colours, self.scale = colours, scale
         self.calls, self.closed = 0, False
 
-    def colour_map(self, rgb: np.ndarray) -> np.ndarray:
+    def color_map(self, rgb: np.ndarray) -> np.ndarray:
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
         self.calls += 1
         height, width = round(rgb.shape[0] * self.scale), round(rgb.shape[1] * self.scale)
@@ -125,14 +125,14 @@ class FlatColourizer:
 
 
 class Counting:
-    """Counts the calls to a real colourizer's colour_map."""
+    """Counts the calls to a real colorizer's color_map."""
 
     def __init__(self, inner) -> None:
         self.inner, self.calls = inner, 0
 
-    def colour_map(self, rgb):
+    def color_map(self, rgb):
         self.calls += 1
-        return self.inner.colour_map(rgb)
+        return self.inner.color_map(rgb)
 
     def describe(self):
         return self.inner.describe()
@@ -143,10 +143,10 @@ class Counting:
 
 @pytest.fixture()
 def flat() -> tuple[InstanceSegmenter, FlatColourizer]:
-    colourizer = FlatColourizer()
-    segmenter = InstanceSegmenter(colourizer)
+    colorizer = FlatColourizer()
+    segmenter = InstanceSegmenter(colorizer)
     segmenter.set_image(np.zeros((H, W, 3), dtype=np.uint8))
-    return segmenter, colourizer
+    return segmenter, colorizer
 
 
 # ---------------------------------------------------------------------------------- real models
@@ -163,13 +163,13 @@ def test_colorize_shape_and_dtype_at_odd_sizes(segmenters, variant, checkpoints,
 
 
 def test_set_image_then_predict_reuses_the_colour_map(checkpoints, image):
-    from genmask_sdk.families.gen2seg.modeling.colorizer import TorchColourizer
+    from genmask_sdk.families.gen2seg.modeling.colorizer import TorchColorizer
 
-    counting = Counting(TorchColourizer.from_pretrained(checkpoints["sd"]))
+    counting = Counting(TorchColorizer.from_pretrained(checkpoints["sd"]))
     with InstanceSegmenter(counting, source={"kind": "checkpoint", "path": str(checkpoints["sd"])}) as segmenter:
         segmenter.set_image(image)
         assert counting.calls == 1 and segmenter.image_size == (H, W)
-        cached = segmenter.colour_map
+        cached = segmenter.color_map
         assert cached.shape == (H, W, 3) and not cached.flags.writeable
         first = segmenter.predict(points=[(3, 4)])
         segmenter.predict(points=[(10, 20), (50, 30)], labels=[1, 0])
@@ -180,7 +180,7 @@ def test_set_image_then_predict_reuses_the_colour_map(checkpoints, image):
         fresh = segmenter.predict(image, points=[(3, 4)])  # an image given: the model runs, the cache stays
         assert counting.calls == 2 and fresh.timings.cached == () and fresh.timings["colorize"] > 0
         np.testing.assert_array_equal(fresh.mask, first.mask)
-        assert segmenter.colour_map is cached
+        assert segmenter.color_map is cached
         segmenter.reset_image()
         with pytest.raises(InvalidStateError, match="set_image"):
             segmenter.predict(points=[(3, 4)])
@@ -199,7 +199,7 @@ def test_predict_points_and_negatives_at_the_original_size(segmenters, variant, 
     assert result.points == tuple((float(x), float(y)) for x, y in points) and result.labels == (1, 1, 1, 0)
     assert result.prompt is None and result.stability is None
     # points are pixels of the original image = pixels of the cached colour map
-    mask, score = point_prompt_mask(segmenter.colour_map, points, labels, segmenter.prompt_config)
+    mask, score = point_prompt_mask(segmenter.color_map, points, labels, segmenter.prompt_config)
     np.testing.assert_array_equal(result.mask, mask)
     np.testing.assert_array_equal(result.logits, score)
     assert result.overlay().size == (W, H)
@@ -261,11 +261,11 @@ def test_prompt_config_is_used():
 
 
 def test_predict_with_an_image_and_a_map_of_another_size():
-    colourizer = FlatColourizer(scale=0.5)  # a colourizer answering at half size: resized to the image (nearest)
-    segmenter = InstanceSegmenter(colourizer)
+    colorizer = FlatColourizer(scale=0.5)  # a colorizer answering at half size: resized to the image (nearest)
+    segmenter = InstanceSegmenter(colorizer)
     image = np.zeros((2 * H, 2 * W, 3), dtype=np.uint8)
     result = segmenter.predict(image, points=[(2 * INSIDE["blue"][0], 2 * INSIDE["blue"][1])])
-    assert result.size == (2 * H, 2 * W) and colourizer.calls == 1
+    assert result.size == (2 * H, 2 * W) and colorizer.calls == 1
     expected = np.kron(regions(H, W)["blue"], np.ones((2, 2), dtype=bool))
     np.testing.assert_array_equal(result.mask, expected)
 
@@ -298,7 +298,7 @@ def test_segment_everything_finds_each_region_once(flat):
 
 # ---------------------------------------------------------------------------------- bad inputs
 def test_bad_points_and_labels_raise_typed_errors_in_image_terms(flat):
-    segmenter, colourizer = flat
+    segmenter, colorizer = flat
     with pytest.raises(InvalidInputError, match=r"outside the image.*53x37.*\[0, 52\]"):
         segmenter.predict(points=[(53, 5)])
     with pytest.raises(InvalidInputError, match="did you swap"):
@@ -319,26 +319,26 @@ def test_bad_points_and_labels_raise_typed_errors_in_image_terms(flat):
         segmenter.predict(points="10,20")
     with pytest.raises(InputTypeError, match="first argument is the image"):
         segmenter.predict([(10, 20)])
-    calls = colourizer.calls
+    calls = colorizer.calls
     with pytest.raises(InvalidInputError, match="outside"):
         segmenter.predict(np.zeros((H, W, 3), np.uint8), points=[(99, 1)])
-    assert colourizer.calls == calls  # checked before the model runs
+    assert colorizer.calls == calls  # checked before the model runs
     with pytest.raises(InputTypeError, match="PromptConfig"):
         InstanceSegmenter(FlatColourizer(), prompt_config={"sigma": 0.1})
-    with pytest.raises(InputTypeError, match="colourizer"):
+    with pytest.raises(InputTypeError, match="colorizer"):
         InstanceSegmenter(object())
 
 
 def test_predict_before_set_image_and_after_close():
-    colourizer = FlatColourizer()
-    segmenter = InstanceSegmenter(colourizer)
+    colorizer = FlatColourizer()
+    segmenter = InstanceSegmenter(colorizer)
     with pytest.raises(InvalidStateError, match="set_image"):
         segmenter.predict(points=[(1, 1)])
     with pytest.raises(InvalidStateError, match="set_image"):
         segmenter.segment_everything()
     with segmenter:
         segmenter.set_image(np.zeros((H, W, 3), np.uint8))
-    assert colourizer.closed and segmenter.describe()["closed"] is True
+    assert colorizer.closed and segmenter.describe()["closed"] is True
     with pytest.raises(InvalidStateError, match="closed"):
         segmenter.predict(points=[(1, 1)])
     with pytest.raises(InvalidStateError, match="closed"):
@@ -348,7 +348,7 @@ def test_predict_before_set_image_and_after_close():
 
 def test_a_broken_colourizer_is_a_typed_error():
     class Broken(FlatColourizer):
-        def colour_map(self, rgb):
+        def color_map(self, rgb):
             return np.zeros(rgb.shape[:2], dtype=np.uint8)
 
     with pytest.raises(ArtifactMismatchError, match=r"\(H, W, 3\) uint8"):
@@ -419,7 +419,7 @@ def test_from_engines_without_and_with_the_engines_runtime(tmp_path, monkeypatch
         InstanceSegmenter.from_engines(tmp_path)
     seen = []
     fake = types.ModuleType("genmask_sdk.families.gen2seg.engines")
-    fake.open_colourizer = lambda directory, backend, precision, device, openvino_hint: seen.append(
+    fake.open_colorizer = lambda directory, backend, precision, device, openvino_hint: seen.append(
         (directory, backend, precision, device, openvino_hint)) or FlatColourizer()
     monkeypatch.setitem(sys.modules, "genmask_sdk.families.gen2seg.engines", fake)
     segmenter = InstanceSegmenter.from_engines(tmp_path, backend="onnxruntime", precision="fp16", device="cpu")
@@ -453,7 +453,7 @@ def test_importing_and_prompting_stay_torch_free():
         from genmask_sdk import InstanceSegmenter
         import genmask_sdk.cli.main
         class Flat:
-            def colour_map(self, rgb):
+            def color_map(self, rgb):
                 out = np.zeros_like(rgb); out[2:10, 2:10] = (200, 20, 20); return out
             def describe(self): return {"backend": "fake"}
             def close(self): pass

@@ -121,7 +121,7 @@ def test_openvino_backend_runs_without_torch(tiny_engines):
 
 
 def test_gen2seg_engines_on_openvino(tmp_path):
-    """gen2seg's engine colourizer on OpenVINO: the same colour map as ONNX Runtime (f32), the checkpoint's
+    """gen2seg's engine colorizer on OpenVINO: the same colour map as ONNX Runtime (f32), the checkpoint's
     prompt defaults kept, the hint reported."""
     from genmask_sdk.families.gen2seg.export.build import build_gen2seg_engines
     from genmask_sdk.families.gen2seg.segmenter import InstanceSegmenter
@@ -134,7 +134,7 @@ def test_gen2seg_engines_on_openvino(tmp_path):
             InstanceSegmenter.from_engines(out, backend="openvino") as ours:
         info = ours.describe()
         assert info["backend"] == "openvino" and info["device"] == "cpu"
-        assert info["colourizer"]["runtime_options"] == {"precision_hint": "f32", "inference_precision": {"mae": "f32"}}
+        assert info["colorizer"]["runtime_options"] == {"precision_hint": "f32", "inference_precision": {"mae": "f32"}}
         assert info["prompt_config"] == reference.describe()["prompt_config"]
         difference = np.abs(ours.colorize(image).astype(int) - reference.colorize(image).astype(int))
         assert int(difference.max()) <= 1

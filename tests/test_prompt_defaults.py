@@ -56,12 +56,12 @@ def test_a_broken_file_is_an_error_not_the_defaults(tmp_path, text, match):
 
 
 class Flat:
-    """A colourizer double: a black map; ``prompt_defaults`` as an engines colourizer carries them."""
+    """A colorizer double: a black map; ``prompt_defaults`` as an engines colorizer carries them."""
 
     def __init__(self, prompt_defaults=None) -> None:
         self.prompt_defaults, self.closed = prompt_defaults, False
 
-    def colour_map(self, rgb):
+    def color_map(self, rgb):
         return np.zeros_like(rgb)
 
     def describe(self):

@@ -216,9 +216,9 @@ def engines_mismatch(manifest, model, source: dict) -> str | None:
         if recorded != checkpoint_sha256(source["path"]):
             return f"{manifest.directory} was built from another checkpoint than {source['path']}"
     elif source["kind"] == "random":
-        from genmask_sdk.families.genmask.export.build import _state_sha256  # the exporter's own definition of that hash
+        from genmask_sdk.export.manifest import state_sha256  # the exporter's own definition of that hash
 
-        if recorded != _state_sha256(model):
+        if recorded != state_sha256(model):
             return f"{manifest.directory} was built from other weights than {source['name']} seed {source.get('seed')}"
     return None
 

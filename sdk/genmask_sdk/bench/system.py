@@ -17,6 +17,7 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_t
 #: Distributions whose versions every result records (None = not installed).
 VERSIONED = ("torch", "diffusers", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript",
              "tensorrt", "numpy", "pycocotools", "matplotlib")
+from genmask_sdk.runtime.hardware import cpu_model
 
 
 def _read(path: str) -> str:
@@ -29,7 +30,7 @@ def _read(path: str) -> str:
 def cpu_info() -> dict[str, Any]:
     """CPU model, logical CPUs, usable CPUs (affinity), physical cores and ISA flags."""
     text = _read("/proc/cpuinfo")
-    model = next(iter(re.findall(r"^model name\s*:\s*(.+)$", text, re.M)), None) or platform.processor() or None
+    model = cpu_model()
     cores = {(p, c) for p, c in re.findall(r"^physical id\s*:\s*(\d+)\s*\ncore id\s*:\s*(\d+)", text, re.M)}
     if not cores:  # layouts where other keys sit between physical id and core id
         blocks = [dict(re.findall(r"^([^:\n]+?)\s*:\s*(.*)$", b, re.M)) for b in text.split("\n\n") if b.strip()]

@@ -73,6 +73,25 @@ def checkpoint_sha256(directory: str | Path) -> str:
     return digest.hexdigest()
 
 
+def state_sha256(model) -> str:
+    """SHA-256 of an in-memory model (any family): its ``config.to_json()``, its ``scheduler_config``
+    when it has one, and every tensor of its state dict (plus ``empty_prompt_embedding`` when it has
+    one) by name, dtype, shape and bytes. What the manifest records for a model given as an object."""
+    import torch  # only for in-memory models, which are torch modules
+
+    digest = hashlib.sha256(model.config.to_json().encode())
+    if hasattr(model, "scheduler_config"):
+        digest.update(json.dumps(model.scheduler_config, sort_keys=True).encode())
+    tensors = dict(model.state_dict())
+    if hasattr(model, "empty_prompt_embedding"):
+        tensors["empty_prompt_embedding"] = model.empty_prompt_embedding
+    for name, tensor in sorted(tensors.items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def tool_versions() -> dict[str, str | None]:
     """Versions of the tools that shape the artefacts (``tensorrt`` is None when not installed)."""
     from importlib import metadata

@@ -5,6 +5,6 @@ is refined (``PromptConfig(refine=True)``, the default), never at import time. N
 """
 
 from genmask_sdk.families.gen2seg.everything import InstanceMask, segment_everything
-from genmask_sdk.families.gen2seg.prompts import PromptConfig, point_prompt_mask, query_colour, similarity
+from genmask_sdk.families.gen2seg.prompts import PromptConfig, point_prompt_mask, query_color, similarity
 
-__all__ = ["InstanceMask", "PromptConfig", "point_prompt_mask", "query_colour", "segment_everything", "similarity"]
+__all__ = ["InstanceMask", "PromptConfig", "point_prompt_mask", "query_color", "segment_everything", "similarity"]

@@ -5,7 +5,7 @@ Like SAM's automatic mask generator, with the steps adapted to colour maps:
 1. **Grid**: ``grid × grid`` points at the centres of equal cells, rounded to the nearest pixel
    (so a point never sits exactly between two pixels), duplicates removed.
 2. **Query colour**: the Gaussian-weighted mean colour around the point
-   (:func:`~genmask_sdk.families.gen2seg.prompts.query_colour`), as for a user's click. **Edge points**:
+   (:func:`~genmask_sdk.families.gen2seg.prompts.query_color`), as for a user's click. **Edge points**:
    when no pixel of the map is within ``max_query_gap`` RGB units of that colour, the Gaussian
    window straddles an edge and averages colours into one that exists nowhere; the unclamped
    similarity would then accept a wide range of colours (prompts module docs), so such a point
@@ -46,8 +46,8 @@ import numpy as np
 from genmask_sdk.errors import ConfigError, InputTypeError
 from genmask_sdk.families.gen2seg.prompts import (
     PromptConfig,
-    _query_colour,
-    as_colour_map,
+    _query_color,
+    as_color_map,
     colour_distance,
     parts_holding,
     parts_touching,
@@ -125,13 +125,13 @@ def _check_parameters(grid: Any, iou_dedup: Any, min_area: Any, stability_offset
             raise ConfigError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
 
 
-def segment_everything(colour_map: Any, config: PromptConfig = PromptConfig(), grid: int = 16,
+def segment_everything(color_map: Any, config: PromptConfig = PromptConfig(), grid: int = 16,
                        iou_dedup: float = 0.7, min_area: int = 16, stability_offset: float = 2.0,
                        min_stability: float = 0.0, background_level: float = 10.0,
                        max_query_gap: float = 1.0, max_overlap: float = 0.5) -> list[InstanceMask]:
     """Every object of a gen2seg instance colour map, each once, largest first.
 
-    colour_map: H×W×3 RGB, uint8 or float in [0, 255]. config: the point-prompt parameters
+    color_map: H×W×3 RGB, uint8 or float in [0, 255]. config: the point-prompt parameters
     (``config.connected``: a candidate is the connected part holding its grid point).
     grid: points per side. iou_dedup: masks overlapping a better one by more than this IoU are
     dropped. max_overlap: masks with more than this fraction of their area inside a better one are
@@ -146,12 +146,12 @@ def segment_everything(colour_map: Any, config: PromptConfig = PromptConfig(), g
         raise InputTypeError(f"config must be a PromptConfig, got {type(config).__name__}")
     _check_parameters(grid, iou_dedup, min_area, stability_offset, min_stability, background_level, max_query_gap)
     _check_fraction("max_overlap", max_overlap)
-    cmap = as_colour_map(colour_map)
+    cmap = as_color_map(color_map)
     resolved: dict[tuple[float, ...], tuple[float, ...]] = {}   # Gaussian query -> query used
     scores: dict[tuple[float, ...], np.ndarray] = {}           # query -> final score, 0-255
     candidates: dict[tuple, InstanceMask | None] = {}
     for x, y in grid_points(cmap.height, cmap.width, int(grid)):
-        gaussian = _rounded_key(_query_colour(cmap.rgb, x, y, config.sigma))
+        gaussian = _rounded_key(_query_color(cmap.rgb, x, y, config.sigma))
         if gaussian not in resolved:
             resolved[gaussian] = _query_for_point(cmap.rgb, gaussian, (x, y), max_query_gap)
         query = resolved[gaussian]

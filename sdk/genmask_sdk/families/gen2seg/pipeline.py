@@ -1,5 +1,5 @@
 """The gen2seg engine pipeline without torch: host pre/post-processing around the graphs
-(``EngineColourizer``; ``engines.open_colourizer(directory)`` opens one from an engines directory).
+(``EngineColorizer``; ``engines.open_colorizer(directory)`` opens one from an engines directory).
 
 numpy + ONNX Runtime, or TensorRT + cuda-python for the plan sets (never torch, diffusers or
 transformers; tests/test_gen2seg_export.py runs it with those imports blocked). The engines directory is written by
@@ -25,7 +25,7 @@ MAE variant (graph ``mae``: normalised pixels (B, 3, S, S) -> unpatchified raw c
     mean/std -> graph -> per image ((x + |min|) / (|max| + |min| + 1e-5))^γ · 255 (γ = 0.7)
     -> uint8 -> LANCZOS back
 
-Every file is checked against the manifest (schema, containment, sha256) when the colouriser is
+Every file is checked against the manifest (schema, containment, sha256) when the colorizer is
 opened, and each loaded graph's inputs/outputs against its record.
 """
 
@@ -121,15 +121,15 @@ def to_original(colour: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def check_rgb(rgb: Any) -> np.ndarray:
-    """The input of ``colour_map``: a uint8 (H, W, 3) numpy array (typed errors otherwise)."""
+    """The input of ``color_map``: a uint8 (H, W, 3) numpy array (typed errors otherwise)."""
     if not isinstance(rgb, np.ndarray):
-        raise InputTypeError(f"colour_map takes a numpy uint8 (H, W, 3) RGB array, got {type(rgb).__name__}; "
+        raise InputTypeError(f"color_map takes a numpy uint8 (H, W, 3) RGB array, got {type(rgb).__name__}; "
                              "load files with PIL and np.asarray(image.convert('RGB')).")
     if rgb.dtype != np.uint8:
-        raise InputTypeError(f"colour_map takes uint8 RGB (0-255), got dtype {rgb.dtype}; convert float images in "
+        raise InputTypeError(f"color_map takes uint8 RGB (0-255), got dtype {rgb.dtype}; convert float images in "
                              "[0, 1] with (x * 255).round().astype(np.uint8).")
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
-        raise InvalidInputError(f"colour_map takes one (H, W, 3) RGB image, got shape {tuple(rgb.shape)}.")
+        raise InvalidInputError(f"color_map takes one (H, W, 3) RGB image, got shape {tuple(rgb.shape)}.")
     height, width = rgb.shape[:2]
     if height == 0 or width == 0:
         raise InvalidInputError(f"the image is empty (shape {tuple(rgb.shape)}).")
@@ -139,11 +139,11 @@ def check_rgb(rgb: Any) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-# ---------------------------------------------------------------------------------- colouriser
-class EngineColourizer:
-    """Runs a gen2seg engine set: ``colour_map(rgb)`` -> the instance colour map, uint8 (H, W, 3).
+# ---------------------------------------------------------------------------------- colorizer
+class EngineColorizer:
+    """Runs a gen2seg engine set: ``color_map(rgb)`` -> the instance colour map, uint8 (H, W, 3).
 
-    Build one with ``open_colourizer`` (from an engines directory, files verified) or
+    Build one with ``open_colorizer`` (from an engines directory, files verified) or
     ``from_files`` (graphs by path, no manifest: what the exporter's checks use).
     ``processing`` is the manifest's ``processing`` entry (variant, size, gamma, ...).
     ``runtime``: ``"onnx"`` (ONNX Runtime, ``provider`` "cpu" or "cuda") or ``"tensorrt"`` (the
@@ -159,11 +159,12 @@ class EngineColourizer:
                  device_id: int = 0, precision: str = "fp32", records: Mapping[str, Mapping[str, Any]] | None = None,
                  directory: Path | None = None, choice: Mapping[str, Any] | None = None,
                  runtime: str = "onnx", prompt_defaults: Mapping[str, Any] | None = None,
-                 openvino_hint: str | None = "f32") -> None:
+                 openvino_hint: str | None = "f32", threads: int | None = None) -> None:
         if runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
         self.runtime = runtime
         self.openvino_hint = openvino_hint
+        self.threads = threads
         self.processing = dict(processing)
         self.variant = self.processing.get("variant")
         if self.variant not in STAGES:
@@ -192,28 +193,14 @@ class EngineColourizer:
             raise
 
     def _make_runners(self) -> dict[str, Any]:
-        if self.runtime == "tensorrt":
-            from genmask_sdk.runtime.cuda import CudaDevice, Stream
-            from genmask_sdk.runtime.tensorrt_runner import TensorRTRunner
-            from genmask_sdk.runtime.trt_api import import_tensorrt
+        from genmask_sdk.runtime.runners import make_runners
 
-            import_tensorrt()  # BackendUnavailableError with install instructions when missing
-            self._stream = Stream(CudaDevice(self.device_id))
-            return {stage: TensorRTRunner(path, device=f"cuda:{self.device_id}", stream=self._stream)
-                    for stage, path in self.files.items()}
-        if self.runtime == "openvino":
-            from genmask_sdk.runtime.openvino_runner import OpenVinoRunner, import_openvino
-
-            import_openvino()  # BackendUnavailableError with install instructions when missing
-            return {stage: OpenVinoRunner(path, device="CPU", precision_hint=self.openvino_hint)
-                    for stage, path in self.files.items()}
-        from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-        return {stage: OnnxRuntimeRunner(path, provider=self.provider, device_id=self.device_id)
-                for stage, path in self.files.items()}
+        runners, self._stream = make_runners(self.files, self.runtime, provider=self.provider, device_id=self.device_id,
+                                             threads=self.threads, openvino_hint=self.openvino_hint)
+        return runners
 
     @classmethod
-    def from_files(cls, processing: Mapping[str, Any], files: Mapping[str, Path], **kwargs: Any) -> "EngineColourizer":
+    def from_files(cls, processing: Mapping[str, Any], files: Mapping[str, Path], **kwargs: Any) -> "EngineColorizer":
         """Graphs by path (``{stage: path}``) without a manifest; ``kwargs`` as the constructor."""
         return cls(processing, files, **kwargs)
 
@@ -261,11 +248,11 @@ class EngineColourizer:
         self.timings[stage] = time.perf_counter() - start
         return np.asarray(out, dtype=np.float32)
 
-    def colour_float(self, rgb: Any) -> np.ndarray:
+    def color_float(self, rgb: Any) -> np.ndarray:
         """The colour map before truncation and resizing back: (3, h, w) float32 in [0, 255] at the
         processing size (SD: the content crop of the S×S canvas; MAE: S×S)."""
         if not self.runners:
-            raise InvalidStateError("this EngineColourizer is closed; open the engines again.")
+            raise InvalidStateError("this EngineColorizer is closed; open the engines again.")
         rgb = check_rgb(rgb)
         if self.variant == "sd":
             pixels, (h, w) = preprocess_sd(rgb, self.size)
@@ -274,10 +261,10 @@ class EngineColourizer:
         pixels = preprocess_mae(rgb, self.size, self.processing["mean"], self.processing["std"])
         return min_max_gamma(self._run("mae", pixels)[0], self.gamma, float(self.processing.get("eps", 1e-5)))
 
-    def colour_map(self, rgb: Any) -> np.ndarray:
+    def color_map(self, rgb: Any) -> np.ndarray:
         """uint8 (H, W, 3) RGB -> the instance colour map, uint8 (H, W, 3) at the input's size."""
         rgb = check_rgb(rgb)
-        return to_original(self.colour_float(rgb), rgb.shape[0], rgb.shape[1])
+        return to_original(self.color_float(rgb), rgb.shape[0], rgb.shape[1])
 
     # ---- description / lifetime --------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -306,7 +293,10 @@ class EngineColourizer:
                 "precision": self.precision, "directory": str(self.directory) if self.directory else None,
                 "graphs": {stage: path.name for stage, path in self.files.items()},
                 "processing": dict(self.processing), "choice": dict(self.choice),
-                "last_timings_s": dict(self.timings), "closed": not self.runners, "versions": versions}
+                "last_timings_s": dict(self.timings), "closed": not self.runners, "versions": versions,
+                "threads": self.threads, "precision_choice": self.choice.get("precision_choice"),
+                "fallbacks": ([{"option": "device", "reason": self.choice["device_choice"]}]
+                              if self.choice.get("device_choice") else [])}
 
     def close(self) -> None:
         """Release the sessions / TensorRT contexts and the stream (idempotent)."""
@@ -317,7 +307,7 @@ class EngineColourizer:
         if stream is not None:
             stream.destroy()
 
-    def __enter__(self) -> "EngineColourizer":
+    def __enter__(self) -> "EngineColorizer":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,7 +3,7 @@
 A gen2seg model paints every object one flat colour and the background black. A point selects
 the object whose colour matches the colour around the point:
 
-1. **Query colour** (:func:`query_colour`): the mean colour of the map weighted by a Gaussian
+1. **Query colour** (:func:`query_color`): the mean colour of the map weighted by a Gaussian
    centred on the point. The Gaussian lives on the unit square: pixel ``(x, y)`` sits at
    ``(x / (W-1), y / (H-1))``, so ``sigma`` is a fraction of the image width horizontally and of
    its height vertically (anisotropic in pixels on non-square maps), as in the published code.
@@ -61,7 +61,7 @@ import numpy as np
 
 from genmask_sdk.errors import BackendUnavailableError, ConfigError, InputTypeError, InvalidInputError
 
-__all__ = ["PromptConfig", "point_prompt_mask", "query_colour", "similarity"]
+__all__ = ["PromptConfig", "point_prompt_mask", "query_color", "similarity"]
 
 _OPENCV_CONTRIB_HINT = (
     "pip install opencv-contrib-python-headless (or pip install 'genmask-sdk[instance]'); if "
@@ -125,12 +125,12 @@ def _require_positive(name: str, value: Any) -> None:
 # Input validation
 # ----------------------------------------------------------------------------------------------
 
-class ColourMap:
+class ColorMap:
     """A validated colour map: ``rgb`` float64 H×W×3 in [0, 255]; ``guide_bgr`` uint8 (for OpenCV)."""
 
-    def __init__(self, colour_map: Any, name: str = "colour_map") -> None:
-        self.rgb = _validated_rgb(colour_map, name)
-        self._uint8 = colour_map if isinstance(colour_map, np.ndarray) and colour_map.dtype == np.uint8 else None
+    def __init__(self, color_map: Any, name: str = "color_map") -> None:
+        self.rgb = _validated_rgb(color_map, name)
+        self._uint8 = color_map if isinstance(color_map, np.ndarray) and color_map.dtype == np.uint8 else None
 
     @property
     def height(self) -> int:
@@ -147,24 +147,24 @@ class ColourMap:
         return np.ascontiguousarray(rgb8[..., ::-1])
 
 
-def as_colour_map(colour_map: Any, name: str = "colour_map") -> ColourMap:
-    """Validate a colour map (H×W×3, uint8 or float in [0, 255], RGB) or pass a ColourMap through."""
-    return colour_map if isinstance(colour_map, ColourMap) else ColourMap(colour_map, name)
+def as_color_map(color_map: Any, name: str = "color_map") -> ColorMap:
+    """Validate a colour map (H×W×3, uint8 or float in [0, 255], RGB) or pass a ColorMap through."""
+    return color_map if isinstance(color_map, ColorMap) else ColorMap(color_map, name)
 
 
-def _validated_rgb(colour_map: Any, name: str) -> np.ndarray:
-    if not isinstance(colour_map, np.ndarray):
+def _validated_rgb(color_map: Any, name: str) -> np.ndarray:
+    if not isinstance(color_map, np.ndarray):
         raise InputTypeError(f"{name} must be a numpy array of shape (H, W, 3) (RGB, uint8 or float in [0, 255]), "
-                             f"got {type(colour_map).__name__}")
-    if colour_map.ndim != 3 or colour_map.shape[2] != 3 or colour_map.shape[0] < 1 or colour_map.shape[1] < 1:
+                             f"got {type(color_map).__name__}")
+    if color_map.ndim != 3 or color_map.shape[2] != 3 or color_map.shape[0] < 1 or color_map.shape[1] < 1:
         raise InvalidInputError(f"{name} must have shape (H, W, 3) with H, W >= 1 (an RGB instance colour map), "
-                                f"got shape {colour_map.shape}")
-    if colour_map.dtype == np.uint8:
-        return colour_map.astype(np.float64)
-    if not np.issubdtype(colour_map.dtype, np.floating):
+                                f"got shape {color_map.shape}")
+    if color_map.dtype == np.uint8:
+        return color_map.astype(np.float64)
+    if not np.issubdtype(color_map.dtype, np.floating):
         raise InputTypeError(f"{name} must have dtype uint8, or a float dtype with values in [0, 255]; "
-                             f"got dtype {colour_map.dtype}")
-    rgb = colour_map.astype(np.float64)
+                             f"got dtype {color_map.dtype}")
+    rgb = color_map.astype(np.float64)
     if not np.isfinite(rgb).all():
         raise InvalidInputError(f"{name} contains NaN or infinite values ({int((~np.isfinite(rgb)).sum())} "
                                 f"of {rgb.size}); a colour map must be finite, in [0, 255]")
@@ -245,23 +245,23 @@ def _axis_weights(size: int, coordinate: float, sigma: float) -> np.ndarray:
     return np.exp(exponent - exponent.max())
 
 
-def query_colour(colour_map: Any, point: Sequence[float], sigma: float = 0.01) -> np.ndarray:
+def query_color(color_map: Any, point: Sequence[float], sigma: float = 0.01) -> np.ndarray:
     """Gaussian-weighted mean colour around ``point``: float64 (3,), RGB in 0–255 units.
 
-    colour_map: H×W×3 RGB, uint8 or float in [0, 255]. point: (x, y) in pixels, x right, y down.
+    color_map: H×W×3 RGB, uint8 or float in [0, 255]. point: (x, y) in pixels, x right, y down.
     sigma: standard deviation in normalised units (x / (W-1), y / (H-1)); the window covers the
     whole image. ``q = Σ w·F / (Σ w + 1e-6)``. The weights are rescaled so their peak is 1 before
     summing: this cancels in the mean and keeps a tiny ``sigma`` from underflowing to all zeros.
     Pixels whose weight is below 1e-12 of the peak (beyond about 7.4 sigma) are left out.
     """
-    cmap = as_colour_map(colour_map)
+    cmap = as_color_map(color_map)
     (x, y), = as_points([point], cmap.height, cmap.width)
     if not _is_real(sigma) or sigma <= 0:
         raise InvalidInputError(f"sigma must be a finite number > 0 (normalised image units), got {sigma!r}")
-    return _query_colour(cmap.rgb, x, y, float(sigma))
+    return _query_color(cmap.rgb, x, y, float(sigma))
 
 
-def _query_colour(rgb: np.ndarray, x: float, y: float, sigma: float) -> np.ndarray:
+def _query_color(rgb: np.ndarray, x: float, y: float, sigma: float) -> np.ndarray:
     rows, weights_y = _support(_axis_weights(rgb.shape[0], y, sigma))
     cols, weights_x = _support(_axis_weights(rgb.shape[1], x, sigma))
     weighted_sum = np.einsum("h,w,hwc->c", weights_y, weights_x, rgb[rows, cols])
@@ -294,22 +294,22 @@ def similarity_from_distance(distance: np.ndarray, config: PromptConfig = Prompt
     return (inverse - low) / (high - low + config.eps)
 
 
-def similarity(colour_map: Any, query: Sequence[float], config: PromptConfig = PromptConfig()) -> np.ndarray:
+def similarity(color_map: Any, query: Sequence[float], config: PromptConfig = PromptConfig()) -> np.ndarray:
     """Similarity of every pixel's colour to the ``query`` colour: float32 H×W in [0, 1].
 
-    colour_map: H×W×3 RGB, uint8 or float in [0, 255]; query: RGB in 0–255 units.
+    color_map: H×W×3 RGB, uint8 or float in [0, 255]; query: RGB in 0–255 units.
     ``s = 1 / (‖F − q‖₂ + eps)`` (``min(1, s)`` with ``config.clamp_similarity``), then
     ``(s − min) / (max − min + eps)``. See the module docs for what the clamp changes.
     """
-    cmap = as_colour_map(colour_map)
+    cmap = as_color_map(color_map)
     q = np.asarray(query, dtype=np.float64)
     if q.shape != (3,) or not np.isfinite(q).all():
         raise InvalidInputError(f"query must be 3 finite RGB values in 0-255 units, got {query!r}")
     return similarity_from_distance(colour_distance(cmap.rgb, q), config).astype(np.float32)
 
 
-def _point_similarity(cmap: ColourMap, point: np.ndarray, config: PromptConfig) -> np.ndarray:
-    query = _query_colour(cmap.rgb, float(point[0]), float(point[1]), config.sigma)
+def _point_similarity(cmap: ColorMap, point: np.ndarray, config: PromptConfig) -> np.ndarray:
+    query = _query_color(cmap.rgb, float(point[0]), float(point[1]), config.sigma)
     return similarity_from_distance(colour_distance(cmap.rgb, query), config)
 
 
@@ -329,7 +329,7 @@ def _opencv_with_ximgproc():
     return cv2
 
 
-def refine_scores(score: np.ndarray, cmap: ColourMap, config: PromptConfig) -> np.ndarray:
+def refine_scores(score: np.ndarray, cmap: ColorMap, config: PromptConfig) -> np.ndarray:
     """Joint bilateral filter of a [0, 1] score map guided by the colour map: uint8 H×W, 0–255.
 
     The score is converted as ``uint8(clip(score · 255))`` (truncation, as the published code).
@@ -352,18 +352,18 @@ def combine_prompts(positive_maps: Sequence[np.ndarray],
     return np.where(keep, positive, 0.0), keep
 
 
-def score_map_255(score: np.ndarray, keep: np.ndarray, cmap: ColourMap, config: PromptConfig) -> np.ndarray:
+def score_map_255(score: np.ndarray, keep: np.ndarray, cmap: ColorMap, config: PromptConfig) -> np.ndarray:
     """The final score in 0–255 units, float64 H×W: refined (integer-valued) or ``score · 255``;
     vetoed pixels (``~keep``) are 0. The mask is ``score_map_255(...) > config.threshold``."""
     scaled = refine_scores(score, cmap, config).astype(np.float64) if config.refine else score * 255.0
     return np.where(keep, scaled, 0.0)
 
 
-def point_prompt_mask(colour_map: Any, points: Any, labels: Any = None,
+def point_prompt_mask(color_map: Any, points: Any, labels: Any = None,
                       config: PromptConfig = PromptConfig()) -> tuple[np.ndarray, np.ndarray]:
     """Mask of the object(s) selected by point prompts on a gen2seg instance colour map.
 
-    colour_map: H×W×3 RGB, uint8 or float in [0, 255] (the model's output at the size the points
+    color_map: H×W×3 RGB, uint8 or float in [0, 255] (the model's output at the size the points
         refer to). points: a non-empty sequence of (x, y) in pixels of the colour map (x right,
         y down, 0 <= x <= W-1, 0 <= y <= H-1), or one (x, y) pair. labels: one per point, 1 =
         positive (select), 0 = negative (exclude); None = all positive; at least one positive.
@@ -379,7 +379,7 @@ def point_prompt_mask(colour_map: Any, points: Any, labels: Any = None,
     """
     if not isinstance(config, PromptConfig):
         raise InputTypeError(f"config must be a PromptConfig, got {type(config).__name__}")
-    cmap = as_colour_map(colour_map)
+    cmap = as_color_map(color_map)
     point_array = as_points(points, cmap.height, cmap.width)
     positive = as_labels(labels, len(point_array))
     maps = [_point_similarity(cmap, point, config) for point in point_array]

@@ -7,14 +7,14 @@
     result = seg.predict(points=[(120, 80), (300, 40)], labels=[1, 0])   # ... then prompts: host only
     objects = seg.segment_everything()                               # [MaskResult], largest first
 
-Pipeline per image: ``load_image`` (any accepted input) -> uint8 RGB -> the *colourizer*'s
-``colour_map`` (the model: PyTorch reference ``TorchColourizer`` or engines from
-``genmask_sdk.families.gen2seg.engines.open_colourizer``), which returns the instance colour map at the
+Pipeline per image: ``load_image`` (any accepted input) -> uint8 RGB -> the *colorizer*'s
+``color_map`` (the model: PyTorch reference ``TorchColorizer`` or engines from
+``genmask_sdk.families.gen2seg.engines.open_colorizer``), which returns the instance colour map at the
 original size; ``set_image`` caches it, so a later ``predict`` / ``segment_everything`` without an
 image costs only the host-side prompt step (``genmask_sdk.families.gen2seg.prompts`` /
 ``.everything``: numpy + OpenCV contrib, no model).
 
-A colourizer is any object with ``colour_map(rgb: (H, W, 3) uint8) -> (H, W, 3) uint8`` (the
+A colorizer is any object with ``color_map(rgb: (H, W, 3) uint8) -> (H, W, 3) uint8`` (the
 colour map at the input's size), ``describe() -> dict`` and ``close()``.
 
 Coordinates: points are (x, y) in pixels of the ORIGINAL image (after EXIF rotation for files),
@@ -63,9 +63,9 @@ from genmask_sdk.runtime.imaging import load_image
 from genmask_sdk.families.gen2seg import everything as _everything
 from genmask_sdk.families.gen2seg.prompt_defaults import prompt_config_from_mapping
 from genmask_sdk.families.gen2seg.prompts import (
-    ColourMap,
+    ColorMap,
     PromptConfig,
-    as_colour_map,
+    as_color_map,
     as_labels,
     point_prompt_mask,
 )
@@ -74,7 +74,7 @@ logger = logging.getLogger("genmask_sdk.families.gen2seg")
 
 #: Keyword options ``segment_everything`` accepts (those of ``instance.segment_everything``).
 EVERYTHING_OPTIONS = tuple(name for name in inspect.signature(_everything.segment_everything).parameters
-                           if name not in ("colour_map", "config"))
+                           if name not in ("color_map", "config"))
 #: The stages a cached image skips.
 _CACHED = ("preprocess", "colorize")
 
@@ -86,7 +86,7 @@ class _ImageState:
 
     picture: np.ndarray
     colours: np.ndarray
-    cmap: ColourMap
+    cmap: ColorMap
     ms: dict
 
     @property
@@ -96,23 +96,23 @@ class _ImageState:
 
 class InstanceSegmenter(SegmenterLifecycle):
     """Point-prompted instance segmentation with one gen2seg model; build with ``from_pretrained``,
-    ``from_engines``, ``from_model`` or the constructor (any colourizer). See the module docstring."""
+    ``from_engines``, ``from_model`` or the constructor (any colorizer). See the module docstring."""
 
     FAMILY = "gen2seg"
 
-    def __init__(self, colourizer: Any, prompt_config: PromptConfig | None = None,
+    def __init__(self, colorizer: Any, prompt_config: PromptConfig | None = None,
                  source: Mapping[str, Any] | None = None, checkpoint_prompts: PromptConfig | None = None) -> None:
-        if not callable(getattr(colourizer, "colour_map", None)):
+        if not callable(getattr(colorizer, "color_map", None)):
             raise InputTypeError(
-                f"InstanceSegmenter needs a colourizer: an object with colour_map(rgb uint8 HxWx3) -> HxWx3 uint8, "
-                f"describe() and close(); got {type(colourizer).__name__}. Use InstanceSegmenter.from_pretrained "
+                f"InstanceSegmenter needs a colorizer: an object with color_map(rgb uint8 HxWx3) -> HxWx3 uint8, "
+                f"describe() and close(); got {type(colorizer).__name__}. Use InstanceSegmenter.from_pretrained "
                 "or from_engines."
             )
         self._prompt_config, self._prompt_source = _choose_prompt_config(prompt_config, checkpoint_prompts)
-        self._colourizer = colourizer
-        self._source = dict(source) if source else {"kind": "colourizer", "path": None}
+        self._colorizer = colorizer
+        self._source = dict(source) if source else {"kind": "colorizer", "path": None}
         self._start_lifecycle()  # lock, image cache (_ImageState), closed flag
-        self._described = self._describe_colourizer()
+        self._described = self._describe_colorizer()
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
@@ -136,7 +136,7 @@ class InstanceSegmenter(SegmenterLifecycle):
 
         resolved, _ = resolve_device(device)
         try:
-            from genmask_sdk.families.gen2seg.modeling.colorizer import TorchColourizer
+            from genmask_sdk.families.gen2seg.modeling.colorizer import TorchColorizer
         except ModuleNotFoundError as exc:
             if (exc.name or "").split(".")[0] not in ("torch", "diffusers", "transformers", "safetensors"):
                 raise
@@ -147,26 +147,29 @@ class InstanceSegmenter(SegmenterLifecycle):
         from genmask_sdk.families.gen2seg.modeling.loading import checkpoint_prompt_defaults
 
         defaults = checkpoint_prompt_defaults(name_or_path)
-        colourizer = TorchColourizer.from_pretrained(name_or_path, device=str(resolved))
+        colorizer = TorchColorizer.from_pretrained(name_or_path, device=str(resolved))
         logger.info("InstanceSegmenter: torch fp32 on %s from %s", resolved, name_or_path)
-        return cls(colourizer, prompt_config, source={"kind": "checkpoint", "path": str(name_or_path)},
+        return cls(colorizer, prompt_config, source={"kind": "checkpoint", "path": str(name_or_path)},
                    checkpoint_prompts=None if defaults is None else defaults[0])
 
     @classmethod
     def from_model(cls, model: Any, prompt_config: PromptConfig | None = None,
                    source: Mapping[str, Any] | None = None) -> "InstanceSegmenter":
         """Wrap an in-memory ``Gen2SegSD`` / ``Gen2SegMAE`` (PyTorch, its device, fp32)."""
-        from genmask_sdk.families.gen2seg.modeling.colorizer import TorchColourizer
+        from genmask_sdk.families.gen2seg.modeling.colorizer import TorchColorizer
 
-        return cls(TorchColourizer(model), prompt_config, source=source or {"kind": "model", "path": None})
+        return cls(TorchColorizer(model), prompt_config, source=source or {"kind": "model", "path": None})
 
     @classmethod
-    def from_engines(cls, directory: str | os.PathLike, backend: str = "auto", precision: str = "fp32",
+    def from_engines(cls, directory: str | os.PathLike, backend: str = "auto", precision: str | None = None,
                      device: str | None = None, prompt_config: PromptConfig | None = None, *,
-                     openvino_hint: str | None = "f32") -> "InstanceSegmenter":
-        """Open a gen2seg engines directory (``genmask_sdk.families.gen2seg.engines.open_colourizer``; backend
-        (``"auto"``, ``"onnxruntime"``, ``"openvino"``, ``"tensorrt"``), precision, device and
-        ``openvino_hint`` as ``Segmenter.from_engines``)."""
+                     openvino_hint: str | None = "f32", threads: int | None = None) -> "InstanceSegmenter":
+        """Open a gen2seg engines directory (``genmask_sdk.families.gen2seg.engines.open_colorizer``).
+
+        ``backend`` (``"auto"``, ``"onnxruntime"``, ``"openvino"``, ``"tensorrt"``), ``precision``
+        (None = the SDK chooses: fp32 for gen2seg), ``device`` (None = the first GPU when one is
+        visible, else the CPU), ``openvino_hint`` and ``threads`` mean what they mean for
+        ``Segmenter.from_engines``."""
         cls._refuse_other_family(directory)
         path = Path(directory)
         if not path.is_dir():
@@ -174,24 +177,24 @@ class InstanceSegmenter(SegmenterLifecycle):
                                         "manifest.json (written by 'genmask build').")
         _prompt_config(prompt_config)
         try:
-            from genmask_sdk.families.gen2seg.engines import open_colourizer
-        except ImportError as exc:  # the module, or its open_colourizer, is missing (not one of its dependencies)
+            from genmask_sdk.families.gen2seg.engines import open_colorizer
+        except ImportError as exc:  # the module, or its open_colorizer, is missing (not one of its dependencies)
             if exc.name != "genmask_sdk.families.gen2seg.engines":
                 raise
             raise BackendUnavailableError(
                 "gen2seg engines are not supported by this installation (it has no genmask_sdk.families.gen2seg.engines); "
                 "use InstanceSegmenter.from_pretrained with the checkpoint (PyTorch), or upgrade genmask-sdk."
             ) from None
-        colourizer = open_colourizer(path, backend=backend, precision=precision, device=device,
-                                     openvino_hint=openvino_hint)
+        colorizer = open_colorizer(path, backend=backend, precision=precision, device=device,
+                                   openvino_hint=openvino_hint, threads=threads)
         try:
-            raw = getattr(colourizer, "prompt_defaults", None)
+            raw = getattr(colorizer, "prompt_defaults", None)
             checkpoint_prompts = None if raw is None else prompt_config_from_mapping(
                 raw, f"{path / 'manifest.json'} (prompt_config)")
-            return cls(colourizer, prompt_config, source={"kind": "engines", "path": str(path)},
+            return cls(colorizer, prompt_config, source={"kind": "engines", "path": str(path)},
                        checkpoint_prompts=checkpoint_prompts)
         except BaseException:
-            colourizer.close()
+            colorizer.close()
             raise
 
     # ---------------------------------------------------------------------------------- image
@@ -201,7 +204,7 @@ class InstanceSegmenter(SegmenterLifecycle):
         by ``set_image`` alone."""
         with self._lock:
             self._check_open()
-            return self._colourize(*self._load(image)).colours.copy()
+            return self._colorize(*self._load(image)).colours.copy()
 
     def set_image(self, image: Any) -> None:
         """Run the model on ``image`` once; later ``predict(points=...)`` / ``segment_everything()``
@@ -209,7 +212,7 @@ class InstanceSegmenter(SegmenterLifecycle):
         with self._lock:
             self._check_open()
             self._image = None  # a failure leaves no stale image behind
-            self._image = self._colourize(*self._load(image))
+            self._image = self._colorize(*self._load(image))
 
     @property
     def image_size(self) -> tuple[int, int] | None:
@@ -218,7 +221,7 @@ class InstanceSegmenter(SegmenterLifecycle):
         return state.size if state is not None else None
 
     @property
-    def colour_map(self) -> np.ndarray | None:
+    def color_map(self) -> np.ndarray | None:
         """The cached colour map (read-only (H, W, 3) uint8) of the image set by ``set_image``, or None."""
         state = self._image
         return state.colours if state is not None else None
@@ -256,7 +259,7 @@ class InstanceSegmenter(SegmenterLifecycle):
             else:
                 picture, ms = self._load(image)
                 array, positive = _prompt(points, labels, *picture.shape[:2])  # before the model runs
-                state, cached = self._colourize(picture, ms), ()
+                state, cached = self._colorize(picture, ms), ()
                 ms = dict(state.ms)
             t0 = self._clock()
             mask, score = point_prompt_mask(state.cmap, array, positive, self._prompt_config)
@@ -293,7 +296,7 @@ class InstanceSegmenter(SegmenterLifecycle):
                 state = self._require_image("segment_everything()", "segment_everything(image)")
                 cached, ms = _CACHED, {stage: 0.0 for stage in _CACHED}
             else:
-                state, cached = self._colourize(*self._load(image)), ()
+                state, cached = self._colorize(*self._load(image)), ()
                 ms = dict(state.ms)
             t0 = self._clock()
             found = _everything.segment_everything(state.cmap, self._prompt_config, **options)
@@ -315,12 +318,12 @@ class InstanceSegmenter(SegmenterLifecycle):
         picture = load_image(image)
         return picture, {"preprocess": self._clock() - t0}
 
-    def _colourize(self, picture: np.ndarray, ms: dict) -> _ImageState:
+    def _colorize(self, picture: np.ndarray, ms: dict) -> _ImageState:
         t0 = self._clock()
         rgb = (np.clip(picture, 0.0, 1.0) * 255.0).round().astype(np.uint8)
         height, width = rgb.shape[:2]
-        colours = _checked_colour_map(self._colourizer.colour_map(rgb), height, width)
-        cmap = as_colour_map(colours)
+        colours = _checked_color_map(self._colorizer.color_map(rgb), height, width)
+        cmap = as_color_map(colours)
         ms = dict(ms, colorize=self._clock() - t0)
         return _ImageState(picture, colours, cmap, ms)
 
@@ -335,17 +338,17 @@ class InstanceSegmenter(SegmenterLifecycle):
         return time.perf_counter() * 1000.0
 
     # ------------------------------------------------------------------------------- lifecycle
-    def _describe_colourizer(self) -> dict[str, Any]:
-        describe = getattr(self._colourizer, "describe", None)
+    def _describe_colorizer(self) -> dict[str, Any]:
+        describe = getattr(self._colorizer, "describe", None)
         info = describe() if callable(describe) else {}
         return dict(info) if isinstance(info, Mapping) else {}
 
     def describe(self) -> dict[str, Any]:
         """Family, variant, backend, precision, device, files, source, versions, the prompt
-        parameters, fallbacks and the colourizer's own description."""
+        parameters, fallbacks and the colorizer's own description."""
         with self._lock:
             if not self._closed:
-                self._described = self._describe_colourizer()
+                self._described = self._describe_colorizer()
             col = self._described
             versions = {**self._base_versions(),
                         **dict(col.get("versions") or {})}
@@ -356,14 +359,15 @@ class InstanceSegmenter(SegmenterLifecycle):
                 "source": dict(self._source), "versions": versions, "prompt_config": asdict(self._prompt_config),
                 "prompt_config_source": self._prompt_source,
                 "stages": list(INSTANCE_STAGES), "fallbacks": list(col.get("fallbacks") or []),
-                "colourizer": col, "image_size": list(self.image_size) if self.image_size else None,
+                "precision_choice": col.get("precision_choice"),
+                "colorizer": col, "image_size": list(self.image_size) if self.image_size else None,
                 "thread_safety": "one lock per InstanceSegmenter: calls run one at a time",
                 "closed": self._closed,
             }
 
     def _release(self) -> None:
-        close = getattr(self._colourizer, "close", None)
-        self._colourizer = None
+        close = getattr(self._colorizer, "close", None)
+        self._colorizer = None
         if callable(close):
             close()
 
@@ -443,20 +447,20 @@ def _points(points: Any, height: int, width: int) -> np.ndarray:
     return array
 
 
-def _checked_colour_map(colours: Any, height: int, width: int) -> np.ndarray:
-    """The colourizer's output as a private read-only (H, W, 3) uint8 copy at the original size.
+def _checked_color_map(colours: Any, height: int, width: int) -> np.ndarray:
+    """The colorizer's output as a private read-only (H, W, 3) uint8 copy at the original size.
 
     A float map in [0, 255] is rounded; a map of another size is resized (nearest, so flat colours
-    stay flat) — a colourizer should not need either."""
+    stay flat) — a colorizer should not need either."""
     if not isinstance(colours, np.ndarray) or colours.ndim != 3 or colours.shape[2] != 3 or 0 in colours.shape:
         raise ArtifactMismatchError(
-            f"the colourizer returned {type(colours).__name__} {getattr(colours, 'shape', '')}; colour_map must "
+            f"the colorizer returned {type(colours).__name__} {getattr(colours, 'shape', '')}; color_map must "
             f"return an (H, W, 3) uint8 RGB array (here {height}x{width}x3)."
         )
     if colours.dtype != np.uint8:
         if not np.issubdtype(colours.dtype, np.floating) or not np.isfinite(colours).all() \
                 or colours.min() < 0 or colours.max() > 255:
-            raise ArtifactMismatchError(f"the colourizer returned a {colours.dtype} colour map; colour_map must "
+            raise ArtifactMismatchError(f"the colorizer returned a {colours.dtype} colour map; color_map must "
                                         "return uint8 (or float in [0, 255]).")
         colours = np.rint(colours)
     colours = np.array(colours, dtype=np.uint8, copy=True, order="C")  # never a view of a reused engine buffer
@@ -468,7 +472,7 @@ def _checked_colour_map(colours: Any, height: int, width: int) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------- overlays
-def instance_colours(count: int) -> list[tuple[int, int, int]]:
+def instance_colors(count: int) -> list[tuple[int, int, int]]:
     """``count`` well-separated saturated RGB colours (golden-ratio hue steps), deterministic."""
     colours = []
     for index in range(count):
@@ -489,7 +493,7 @@ def instance_overlay(results: MaskResult | list[MaskResult], image: Any = None, 
             raise InvalidInputError("no results to draw and no image given; pass instance_overlay(results, image=...).")
         return Image.fromarray((np.clip(load_image(image), 0, 1) * 255).round().astype(np.uint8), "RGB")
     overlay: Any = image
-    for result, colour in zip(items, instance_colours(len(items))):
+    for result, colour in zip(items, instance_colors(len(items))):
         overlay = result.overlay(overlay, color=colour, alpha=alpha)
     if mark_points:
         draw = ImageDraw.Draw(overlay)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from genmask_sdk.runtime.runners import load_all_runners, make_runners
 from genmask_sdk.families.genmask.engine_sets import PRECISIONS, select_artifacts
 from genmask_sdk.errors import BackendUnavailableError, ConfigError
 from genmask_sdk.runtime.devices import Device, resolve_device  # noqa: F401  (resolve_device re-exported)
@@ -65,7 +66,7 @@ def choose_cpu_set(manifest) -> tuple[str, str]:
         return "fp32", ("precision=None on a CPU: fp32 (the manifest has no CPU timing of a faithful set; build "
                         "with the int8-dynamic set and CPU timing to let the SDK choose)")
     ms, precision = min(candidates)
-    from genmask_sdk.families.genmask.export.cpu_timing import cpu_model
+    from genmask_sdk.runtime.hardware import cpu_model
 
     here = cpu_model()
     others = ", ".join(f"{p} {t:.0f} ms" for t, p in sorted(candidates) if p != precision)
@@ -181,10 +182,10 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
 
     options = None
     if backend == "tensorrt":
-        runners, stream = _load_tensorrt(directory, artifacts, device)
+        runners, stream = _load_runners(directory, artifacts, "tensorrt", device_id=device.index or 0)
         pipeline = RunnerPipeline("tensorrt", runners, device, host_io=False, owned=[stream])
     elif backend == "openvino":  # the set's ONNX graphs compiled by OpenVINO for the CPU (host numpy in and out)
-        runners = _load_openvino(directory, artifacts, openvino_hint, threads)
+        runners, _ = _load_runners(directory, artifacts, "openvino", openvino_hint=openvino_hint, threads=threads)
         pipeline = RunnerPipeline("openvino", runners, Device("cpu"), host_io=True)
         options = {"precision_hint": openvino_hint,
                    "inference_precision": {stage: r.inference_precision for stage, r in runners.items()}}
@@ -194,7 +195,8 @@ def _open(manifest, config, backend: str, provider: str | None, precision: str, 
                 f"onnxruntime provider {provider!r} runs on a CUDA device, but device={str(device)!r}; "
                 "pass device='cuda' or ort_provider='cpu'."
             )
-        runners = _load_onnxruntime(directory, artifacts, provider, device, threads)
+        runners, _ = _load_runners(directory, artifacts, "onnx", provider=provider, device_id=device.index or 0,
+                                    threads=threads, device_outputs=provider != "cpu")
         on_cpu = provider == "cpu"  # (auto on a GPU host may end here: the fallback is recorded)
         pipeline = RunnerPipeline("onnxruntime", runners, Device("cpu") if on_cpu else device, host_io=on_cpu)
     _check_or_close(pipeline, config, artifacts)
@@ -212,64 +214,13 @@ def _check_or_close(pipeline, config, artifacts: Mapping[str, Mapping[str, Any]]
         raise
 
 
-def _load_openvino(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], hint: str | None,
-                   threads: int | None = None) -> dict:
-    from genmask_sdk.runtime.openvino_runner import OpenVinoRunner, import_openvino
-
-    import_openvino()  # BackendUnavailableError with install instructions when missing
-    return load_all_runners({stage: OpenVinoRunner(directory / a["file"], device="CPU", precision_hint=hint, threads=threads)
-                             for stage, a in artifacts.items()})
-
-
-def _load_tensorrt(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], device: Device) -> tuple[dict, Any]:
-    """The stage runners on one shared CUDA stream (stages run in stream order, no host waits between them)."""
-    from genmask_sdk.runtime.cuda import CudaDevice, Stream
-    from genmask_sdk.runtime.tensorrt_runner import TensorRTRunner
-    from genmask_sdk.runtime.trt_api import import_tensorrt
-
-    import_tensorrt()  # BackendUnavailableError with install instructions when missing
-    stream = Stream(CudaDevice(device.index or 0))
-    runners = {stage: TensorRTRunner(directory / a["file"], device=str(device), stream=stream)
-               for stage, a in artifacts.items()}
-    try:
-        return load_all_runners(runners), stream
-    except Exception:
-        stream.destroy()
-        raise
-
-
-def _load_onnxruntime(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], provider: str,
-                      device: Device, threads: int | None = None) -> dict:
-    try:
-        from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
-    except ImportError as exc:
-        raise BackendUnavailableError(f"onnxruntime is not installed ({exc}); pip install onnxruntime.") from None
-    index = device.index or 0
-    on_device = provider != "cpu"  # CUDA / TensorRT EP: stage outputs stay on the GPU as OrtValues
-    return load_all_runners({stage: OnnxRuntimeRunner(directory / a["file"], provider=provider, device_id=index,
-                                                      device_outputs=on_device, intra_op_num_threads=threads)
-                             for stage, a in artifacts.items()})
-
-
-def load_all_runners(runners: dict) -> dict:
-    """Load every runner; on any failure close those already loaded and re-raise."""
-    loaded = []
-    try:
-        for runner in runners.values():
-            loaded.append(runner.load())
-    except Exception:
-        for runner in loaded:
-            runner.close()
-        raise
-    return runners
-
-
 def _open_torch(manifest, config, precision: str, device: Device, verify: bool) -> Opened:
     """The PyTorch reference from the checkpoint the manifest records (fp32 only), checked
     against the manifest (config, and the checkpoint's sha256 when ``verify``) and run at the
     engines' resolution."""
     from genmask_sdk.families.genmask.modeling.torch_pipeline import TorchPipeline
-    from genmask_sdk.export.manifest import check_manifest, checkpoint_sha256
+    from genmask_sdk.export.manifest import checkpoint_sha256
+    from genmask_sdk.runtime.manifest import check_manifest
     from genmask_sdk.families.genmask.modeling.model import GenMaskModel
 
     if precision != "fp32":
@@ -301,3 +252,16 @@ def _open_torch(manifest, config, precision: str, device: Device, verify: bool) 
     files = {"checkpoint": {"file": str(directory or location), "sha256": record.get("sha256"),
                             "runtime": "torch", "precision": "fp32"}}
     return Opened(TorchPipeline(model), "torch", None, files, model=model)
+
+
+def _load_runners(directory: Path, artifacts: Mapping[str, Mapping[str, Any]], runtime: str,
+                  **options: Any) -> tuple[dict, Any]:
+    """The loaded runners of the set's files (``runtime.runners``) and the CUDA stream TensorRT
+    runners share (destroyed again when loading fails)."""
+    runners, stream = make_runners({stage: directory / a["file"] for stage, a in artifacts.items()}, runtime, **options)
+    try:
+        return load_all_runners(runners), stream
+    except Exception:
+        if stream is not None:
+            stream.destroy()
+        raise

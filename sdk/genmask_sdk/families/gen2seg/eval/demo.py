@@ -134,7 +134,7 @@ def prompt_settings(segmenter: Any) -> dict[str, Any]:
     from genmask_sdk.families.gen2seg.everything import segment_everything
 
     everything = {name: p.default for name, p in inspect.signature(segment_everything).parameters.items()
-                  if name not in ("colour_map", "config")}
+                  if name not in ("color_map", "config")}
     info = segmenter.describe()
     return {"prompt_config": info["prompt_config"], "prompt_config_source": info["prompt_config_source"],
             "segment_everything": everything}

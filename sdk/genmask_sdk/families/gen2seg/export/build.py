@@ -48,7 +48,7 @@ CPU numbers, and its effect on a GPU is still to be measured on the real checkpo
 deterministic synthetic images and compared with the float32 PyTorch stage on the same inputs
 (max abs error ≤ atol + rtol·max|ref|, ``fidelity.TOLERANCES``); then each precision set end to end
 through the torch-free runtime (``runtime/gen2seg.py``) against the PyTorch reference with the same
-host processing (``reference_colour``): colour-map max error in 0..255 units (float, before
+host processing (``reference_color``): colour-map max error in 0..255 units (float, before
 truncation, and uint8 at the input size) and the IoU of point-prompt masks
 (``genmask_sdk.families.gen2seg.point_prompt_mask``, ``PromptConfig(refine=False, connected=False)``) at the synthetic
 objects' centres. Anything past ``END_TO_END_TOLERANCES`` (or a graph past its tolerance) raises
@@ -75,7 +75,6 @@ anything else, or ``force``, rebuilds every file (no per-file reuse yet).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 import warnings
@@ -88,14 +87,16 @@ import onnx
 import torch
 from torch import nn
 
+from genmask_sdk.export.uptodate import reusable_files
+from genmask_sdk.export.manifest import state_sha256
 from genmask_sdk import __version__
 from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError, GenMaskError
 from genmask_sdk.runtime.base import TensorSpec
-from genmask_sdk.families.gen2seg.pipeline import FAMILY, GRAPH_IO, STAGES, EngineColourizer
+from genmask_sdk.families.gen2seg.pipeline import FAMILY, GRAPH_IO, STAGES, EngineColorizer
 from genmask_sdk.families.gen2seg.modeling.processing import reference_inputs
 from genmask_sdk.runtime.manifest import FORMAT_VERSION, read_manifest
 from genmask_sdk.export.fidelity import TOLERANCES, FidelityError, mask_iou, run_onnx
-from genmask_sdk.export.fp16 import convert_to_fp16
+from genmask_sdk.export.fp16 import convert_to_fp16 as convert_graph_to_fp16
 from genmask_sdk.errors import ExportError
 from genmask_sdk.export.manifest import BuildResult, checkpoint_entry, checkpoint_sha256, default_out, file_record, tool_versions
 from genmask_sdk.export.onnx_io import (
@@ -241,8 +242,8 @@ def convert_to_fp16(src: Path, dst: Path, *, external_data: bool, keep_fp32: Seq
     # external data may be even when its fp16 half fits inline (ViT-MAE-H: 2.6 GB -> 1.3 GB). Those
     # graphs keep the exporter's value_info instead.
     too_big = external_data or bool(external_data_files(src))
-    converted = convert_to_fp16(model, dst, external_data=external_data, keep_fp32_ops=keep_fp32,
-                                keep_fp32_nodes=blocked_nodes, shape_inference=not too_big)
+    converted = convert_graph_to_fp16(model, dst, external_data=external_data, keep_fp32_ops=keep_fp32,
+                                      keep_fp32_nodes=blocked_nodes, shape_inference=not too_big)
     check_onnx(dst)
     present = {n.op_type for n in model.graph.node}
     casts = sum(1 for n in converted.graph.node if n.op_type == "Cast")
@@ -301,7 +302,7 @@ def reference_stages(model: nn.Module, first_input: torch.Tensor) -> dict[str, t
 
 
 @torch.no_grad()
-def reference_colour(model: nn.Module, rgb: np.ndarray, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def reference_color(model: nn.Module, rgb: np.ndarray, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The PyTorch reference of what the engines compute, with the same host processing:
     (colour before truncation: (3, h, w) float32 in [0, 255] at the processing size; the uint8
     (H, W, 3) colour map at the input size). MAE: exactly ``Gen2SegMAE.colorize``; SD: upstream's
@@ -315,7 +316,7 @@ def reference_colour(model: nn.Module, rgb: np.ndarray, size: int | None = None)
         image = model.decode(model.unet_x0(model.encode(first)))[:, :, :h, :w]
     else:
         image = model.raw_image(first)
-    colour = model.colour_map(image)[0].float()
+    colour = model.color_map(image)[0].float()
     return colour.numpy(), resize_to_original(colour, tuple(rgb.shape[:2]))
 
 
@@ -356,14 +357,14 @@ def prompt_ious(ours: np.ndarray, reference: np.ndarray, points: Sequence[tuple[
                      point_prompt_mask(reference, [p], config=config)[0]) for p in points]
 
 
-def end_to_end(colourizer: EngineColourizer, references: Sequence[tuple[np.ndarray, np.ndarray]],
+def end_to_end(colorizer: EngineColorizer, references: Sequence[tuple[np.ndarray, np.ndarray]],
                samples: Sequence[tuple[np.ndarray, list]], precision: str, *, enforce: bool = True) -> dict:
     """Compare the runtime's colour maps with the PyTorch reference's; FidelityError past the
     bounds (``enforce=False``: recorded, with ``"enforced": false``, never raised)."""
     float_errors, uint8_errors, ious = [], [], []
     for (rgb, points), (ref_float, ref_map) in zip(samples, references):
-        ours_float = colourizer.colour_float(rgb)
-        ours_map = colourizer.colour_map(rgb)
+        ours_float = colorizer.color_float(rgb)
+        ours_map = colorizer.color_map(rgb)
         float_errors.append(float(np.abs(ours_float.astype(np.float64) - ref_float).max()))
         uint8_errors.append(int(np.abs(ours_map.astype(np.int16) - ref_map.astype(np.int16)).max()))
         ious += prompt_ious(ours_map, ref_map, points)
@@ -374,7 +375,7 @@ def end_to_end(colourizer: EngineColourizer, references: Sequence[tuple[np.ndarr
               "mask_iou_mean": float(np.mean(ious)), "mask_iou_min": float(np.min(ious)),
               "prompt_config": "PromptConfig(refine=False, connected=False)", "tolerance": {"colour_max_abs_error": bound,
                                                                             "mask_iou_min": min_iou},
-              "enforced": bool(enforce), "runtime_kind": colourizer.runtime}
+              "enforced": bool(enforce), "runtime_kind": colorizer.runtime}
     if not enforce:
         return record
     if not record["colour_max_abs_error"] <= bound or (min_iou is not None and record["mask_iou_min"] < min_iou):
@@ -404,20 +405,6 @@ def processing_entry(model: nn.Module, size: int) -> dict[str, Any]:
             "resize": "PIL bicubic to size x size (aspect ratio not kept), /255, (x - mean) / std",
             "min_max": "per image: ((x + |min|) / (|max| + |min| + eps)) ** gamma * 255",
             "output": "uint8 truncation, then PIL LANCZOS to the input size"}
-
-
-def state_sha256(model: nn.Module) -> str:
-    """A hash of a model's config, scheduler values and tensors (for hub ids, read file by file)."""
-    digest = hashlib.sha256(model.config.to_json().encode())
-    digest.update(json.dumps(getattr(model, "scheduler_config", {}), sort_keys=True).encode())
-    tensors = dict(model.state_dict())
-    if hasattr(model, "empty_prompt_embedding"):
-        tensors["empty_prompt_embedding"] = model.empty_prompt_embedding
-    for name, tensor in sorted(tensors.items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def _profiles(sig: GraphSignature, max_batch: int) -> dict[str, list[list[int]]]:
@@ -509,7 +496,7 @@ def build_gen2seg_engines(checkpoint: str | Path, out: str | Path | None, precis
     with BuildLock(out):
         remove_stale_staging(out, log)
         if not force:
-            reused = up_to_date(out, job.build_inputs(), wanted, plans)
+            reused = reusable_files(out, FAMILY, job.build_inputs(), wanted, plans)
             if reused is not None:
                 seconds = time.perf_counter() - start
                 log(f"up to date in {seconds:.1f} s: {out / 'manifest.json'} (built 0, reused {len(reused)}; "
@@ -564,34 +551,6 @@ class _Job:
             "tools": {k: v for k, v in tools.items() if k != "tensorrt"}}))
 
 
-def up_to_date(out: Path, inputs: dict[str, Any], wanted: Sequence[str], plans: bool) -> list[str] | None:
-    """The files of ``out``'s build when it is exactly the one asked for (same ``build_inputs``,
-    the same sets, TensorRT plans present iff they would be built now, every file's sha256
-    verified), else None."""
-    from genmask_sdk.export.manifest import load_manifest
-
-    try:
-        manifest = load_manifest(out, verify=True, family=FAMILY)
-    except GenMaskError:
-        return None
-    data = manifest.data
-    if data.get("build_inputs") != inputs or sorted(data.get("sets", {})) != sorted(wanted):
-        return None
-    if bool((data.get("tensorrt") or {}).get("built")) != plans:
-        return None
-    if plans and not _plans_match_this_gpu(data):
-        return None
-    return [r["file"] for r in data["artifacts"]]
-
-
-def _plans_match_this_gpu(data: dict) -> bool:
-    """Whether the recorded plans were built by this TensorRT version on this GPU architecture."""
-    from genmask_sdk.export.tensorrt_steps import current_target, plan_target
-
-    current = current_target()
-    return all(plan_target(r) == current for r in data["artifacts"] if r.get("runtime") == "tensorrt")
-
-
 def _build(job: _Job) -> BuildResult:
     from tqdm.auto import tqdm
 
@@ -605,7 +564,7 @@ def _build(job: _Job) -> BuildResult:
     samples = check_images(job.check_samples, size)
     log(f"computing the PyTorch reference on {job.check_samples} synthetic check images at {size}x{size}")
     refs = reference_stages(model, reference_inputs(model, [s[0] for s in samples], size))
-    colour_refs = [reference_colour(model, rgb, size) for rgb, _ in samples]
+    colour_refs = [reference_color(model, rgb, size) for rgb, _ in samples]
     calibration_inputs = None
     if "int8" in job.wanted:
         log(f"encoding {job.calib_size} INT8 calibration images ({job.calibration['kind']}) at {size}x{size}")
@@ -683,9 +642,9 @@ def _check_set(staging: Staging, processing: dict, files: dict[str, str], precis
     """End-to-end check of one set through the runtime (``end_to_end``), logged."""
     suffix = "onnx" if runtime == "onnx" else "plan"
     paths = {stage: staging.path(f"{stage}.{p}.{suffix}") for stage, p in files.items()}
-    with EngineColourizer.from_files(processing, paths, precision=precision, runtime=runtime,
-                                     provider="cpu" if runtime == "onnx" else "tensorrt") as colourizer:
-        record = end_to_end(colourizer, colour_refs, samples, precision, enforce=job.enforce)
+    with EngineColorizer.from_files(processing, paths, precision=precision, runtime=runtime,
+                                     provider="cpu" if runtime == "onnx" else "tensorrt") as colorizer:
+        record = end_to_end(colorizer, colour_refs, samples, precision, enforce=job.enforce)
     label = precision if runtime == "onnx" else f"{precision} TensorRT"
     job.log(f"{label} end to end: colour max error {record['colour_max_abs_error']:.3g} (float), "
             f"{record['colour_uint8_max_abs_error']} (uint8); point-prompt mask IoU min {record['mask_iou_min']:.4f}"

@@ -10,7 +10,7 @@ flags): an fp16 graph gives an fp16 plan, an int8 Q/DQ graph an int8 plan. Profi
 Each plan is checked right after it is built, like the ONNX files: run with TensorRT on the same
 reference inputs and compared with the float32 PyTorch stage (fp32 plans against the fp16
 tolerance: TensorRT may use TF32). The caller then checks every set end to end through the runtime
-(``runtime.gen2seg.EngineColourizer`` with TensorRT runners) against the PyTorch colour maps.
+(``runtime.gen2seg.EngineColorizer`` with TensorRT runners) against the PyTorch colour maps.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from genmask_sdk.families.gen2seg.modeling.loading import (
     load_sd,
     resolve_source,
 )
-from genmask_sdk.families.gen2seg.modeling.mae import Gen2SegMAE, MAEColourStage, unpatchify
+from genmask_sdk.families.gen2seg.modeling.mae import Gen2SegMAE, MAEColorStage, unpatchify
 from genmask_sdk.families.gen2seg.modeling.processing import (
     SDInput,
     min_max_gamma,
@@ -41,7 +41,7 @@ from genmask_sdk.families.gen2seg.modeling.sd import (
 )
 
 __all__ = [
-    "CONFIG_NAME", "Gen2SegConfig", "Gen2SegMAE", "Gen2SegSD", "KNOWN_HUB_IDS", "MAEColourStage", "SDDecoderStage",
+    "CONFIG_NAME", "Gen2SegConfig", "Gen2SegMAE", "Gen2SegSD", "KNOWN_HUB_IDS", "MAEColorStage", "SDDecoderStage",
     "SDEncoderStage", "SDInput", "SDUNetStage", "alphas_cumprod", "detect_variant", "empty_prompt_embedding",
     "load_gen2seg", "load_mae", "load_sd", "min_max_gamma", "min_max_sd", "one_step_inference_timestep",
     "preprocess_mae", "preprocess_sd", "resize_to_original", "resolve_source", "unpad", "unpatchify",

@@ -62,7 +62,7 @@ class Gen2SegMAE(nn.Module):
     """gen2seg-mae: ``ViTMAEForPreTraining`` as an unmasked encoder–decoder colouring network.
 
     ``forward``: normalised pixels (B, 3, S, S) float32 -> predictions (B, (S/p)², p²·3).
-    ``predict_image``: pixels in [0, 1] -> (B, 3, S, S) raw output; ``colour_map`` -> [0, 255].
+    ``predict_image``: pixels in [0, 1] -> (B, 3, S, S) raw output; ``color_map`` -> [0, 255].
     """
 
     def __init__(self, config: Gen2SegConfig, mae: nn.Module) -> None:
@@ -139,7 +139,7 @@ class Gen2SegMAE(nn.Module):
         """(B, 3, S, S) in [0, 1] -> raw output image (B, 3, S, S) float32 (unbounded)."""
         return self.raw_image(self.normalise(pixels))
 
-    def colour_map(self, image: torch.Tensor) -> torch.Tensor:
+    def color_map(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) raw -> float in [0, 255): per image ((x+|min|)/(|max|+|min|+1e-5))^γ · 255."""
         return min_max_gamma(image, self.config.gamma, eps=1e-5, per_image=True)
 
@@ -155,10 +155,10 @@ class Gen2SegMAE(nn.Module):
 
         picture = as_batch(image)[0]
         pixels = preprocess_mae(picture[None], self.config.processing_size).to(self.device)
-        return resize_to_original(self.colour_map(self.predict_image(pixels))[0], tuple(picture.shape[-2:]))
+        return resize_to_original(self.color_map(self.predict_image(pixels))[0], tuple(picture.shape[-2:]))
 
 
-class MAEColourStage(nn.Module):
+class MAEColorStage(nn.Module):
     """The whole MAE network as one graph: pixels (B, 3, S, S) in [0, 1] -> colour (B, 3, S, S) in [0, 255)."""
 
     def __init__(self, model: Gen2SegMAE) -> None:
@@ -166,7 +166,7 @@ class MAEColourStage(nn.Module):
         self.model = model
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.colour_map(self.model.predict_image(pixels))
+        return self.model.color_map(self.model.predict_image(pixels))
 
 
 # ------------------------------------------------------------- reading and writing checkpoints

@@ -6,7 +6,7 @@ One deterministic step, split into the three graphs the exporter writes (notes �
     unet_x0  z                               -> x0 = a·z + b·UNet(z, t, c∅)        (B, 4, H/8, W/8)
     decode   x0                              -> D(x0 / scaling)                   (B, 3, H, W), ≈ [-1, 1]
 
-then ``colour_map`` (min–max to 0..255). t = ``config.timestep`` (999) and c∅, the CLIP embedding of
+then ``color_map`` (min–max to 0..255). t = ``config.timestep`` (999) and c∅, the CLIP embedding of
 the empty prompt, are constants: c∅ is computed once when the model is built, so no CLIP is needed
 afterwards. For v-prediction at t = 999 on SD 2's schedule, a = √ᾱ = 0.068265, b = −√(1−ᾱ) = −0.997667.
 The UNet sees the image latent only (4 channels, no Marigold-style concat), as the official code.
@@ -169,7 +169,7 @@ class Gen2SegSD(nn.Module):
         """x0 (B, 4, h, w) -> vae.decode(x0 / scaling_factor): (B, 3, 8h, 8w) float32, ≈ [-1, 1]."""
         return self.decoder_stage()(x0)
 
-    def colour_map(self, image: torch.Tensor, per_image: bool = True) -> torch.Tensor:
+    def color_map(self, image: torch.Tensor, per_image: bool = True) -> torch.Tensor:
         """Decoded (B, 3, H, W) -> float in [0, 255]: the published min–max (per image by default;
         ``per_image=False`` is upstream's per-batch version), then ``config.gamma`` (1.0 = none)."""
         colour = min_max_sd(image, per_image=per_image)
@@ -179,7 +179,7 @@ class Gen2SegSD(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (B, 3, H, W) in [-1, 1] -> colour map (B, 3, H, W) float in [0, 255] (padded size)."""
-        return self.colour_map(self.decode(self.unet_x0(self.encode(pixels))))
+        return self.color_map(self.decode(self.unet_x0(self.encode(pixels))))
 
     @property
     def device(self) -> torch.device:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from genmask_sdk.runtime.hardware import cpu_model
 from genmask_sdk.data.instances import TRAIN_SEEDS, InstanceDataset
 from genmask_sdk.errors import ConfigError
 from genmask_sdk.io import atomic_path, atomic_write_text
@@ -406,17 +406,6 @@ def _summary(cfg, model, out, total_seconds, pretrain_log, finetune_log, loss_co
 def _first(log: list[dict[str, float]], key: str, n: int = 20) -> float | None:
     values = [entry[key] for entry in log[:n] if key in entry]
     return float(np.mean(values)) if values else None
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _add_elapsed(work: Path, seconds: float) -> float:

@@ -34,7 +34,6 @@ line asks it before importing this module.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from genmask_sdk.export.manifest import state_sha256
 from genmask_sdk import __version__
 from genmask_sdk.families.genmask.config import GenMaskConfig
 from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError
@@ -417,20 +417,11 @@ class _Build:
 def _resolve_source(checkpoint, model) -> tuple[str, Path | None, str, GenMaskConfig]:
     """(source label, checkpoint directory or None, sha256, config)."""
     if model is not None:
-        return "in-memory", None, _state_sha256(model), model.config
+        return "in-memory", None, state_sha256(model), model.config
     from genmask_sdk.families.genmask.checkpoints import resolve_checkpoint
 
     directory = resolve_checkpoint(checkpoint)
     return str(checkpoint), directory, checkpoint_sha256(directory), GenMaskConfig.load(directory)
-
-
-def _state_sha256(model) -> str:
-    digest = hashlib.sha256(model.config.to_json().encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def _default_out(checkpoint, model) -> Path:

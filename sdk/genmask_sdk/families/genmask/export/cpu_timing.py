@@ -11,28 +11,17 @@ milliseconds per set; they describe the build machine, and a Segmenter on anothe
 from __future__ import annotations
 
 import os
-import platform
-import re
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from genmask_sdk.runtime.hardware import cpu_model
 from genmask_sdk.families.genmask.export.options import CPU_TIMED_SETS, SETS
 
 WARMUP = 2
 REPEATS = 5
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    found = re.findall(r"^model name\s*:\s*(.+)$", text, re.M)
-    return (found[0].strip() if found else platform.processor()) or "unknown"
 
 
 def time_cpu_sets(paths: dict[str, dict[str, Path]], feeds, *, warmup: int = WARMUP, repeats: int = REPEATS,

@@ -18,6 +18,7 @@ from genmask_sdk.families.genmask.config import GenMaskConfig
 from genmask_sdk.errors import ConfigError
 from genmask_sdk.export.onnx_io import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD  # noqa: F401  (re-exported)
 from genmask_sdk.families.genmask.export import calibration
+from genmask_sdk.export.uptodate import changed_inputs  # noqa: F401  (re-exported)
 from genmask_sdk.export.manifest import BuildResult, checkpoint_entry, default_out, tool_versions  # noqa: F401
 
 if TYPE_CHECKING:
@@ -132,13 +133,5 @@ def build_inputs(checkpoint_sha256: str, config: GenMaskConfig, opts: BuildOptio
             "int8_keep_blocks": opts.int8_keep_blocks, "check_samples": opts.check_count,
             "external_data_threshold": opts.external_data_threshold,
             "text_embedder": opts.text_embedder, "tools": tools}
-
-
-def changed_inputs(recorded: Any, inputs: dict[str, Any]) -> list[str]:
-    """Keys whose value differs between a manifest's ``build_inputs`` and ``inputs`` (compared as
-    JSON, as the manifest stores them); empty when the previous files may be reused."""
-    recorded = recorded if isinstance(recorded, dict) else {}
-    current = json.loads(json.dumps(inputs))
-    return sorted(k for k in set(recorded) | set(current) if recorded.get(k, ...) != current.get(k, ...))
 
 
