@@ -38,7 +38,7 @@ per-graph timer (``EngineColorizer.timings``) and, for PyTorch, forward hooks on
 graph wraps (MAE: ``Gen2SegMAE.forward``, i.e. all but ``unpatchify``; SD: ``vae.encoder``,
 ``unet``, ``vae.decoder``, i.e. all but the 1x1 quant convs and the scaling). ``host`` = end to end
 minus the stages (resize, normalisation, min-max, uint8, LANCZOS back). Each engine set's colour map
-on that image is also compared with the PyTorch reference (``gen2seg_build.reference_color``,
+on that image is also compared with the PyTorch reference (``families.gen2seg.export.build.reference_color``,
 the same host processing).
 
 Prompt step: on the fp32 (else the first built) engines' colour map of a S x S image and of the
@@ -263,7 +263,7 @@ def colour_errors(ours_float: np.ndarray, ours_map: np.ndarray, reference: tuple
     return {"colour_max_abs_error": float(np.abs(ours_float.astype(np.float64) - ref_float).max()),
             "colour_mean_abs_error": float(np.abs(ours_float.astype(np.float64) - ref_float).mean()),
             "colour_uint8_max_abs_error": int(np.abs(ours_map.astype(np.int16) - ref_map.astype(np.int16)).max()),
-            "reference": "pytorch float32 (gen2seg_build.reference_color, same host processing)"}
+            "reference": "pytorch float32 (families.gen2seg.export.build.reference_color, same host processing)"}
 
 
 def open_engines(directory: Path, precision: str, threads: int | None):

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from genmask_sdk.families.genmask.engine_sets import manifest_config
+from genmask_sdk.families.genmask.engines import manifest_config
 from genmask_sdk.bench.flops import (
     DIT_FORMULA,
     EMBED_FORMULA,
@@ -131,7 +131,7 @@ def prepare_artifacts(model, source: dict, resolution: int, mode: str, specs: li
     """An engines directory (``build_engines``) holding every set the runnable ``specs`` need:
     ``--engines`` / ``engines_root`` for checkpoints, ``work_dir`` for random weights; built when
     missing, built from other weights, or lacking a set (unless ``--no-build``)."""
-    from genmask_sdk.families.genmask.engine_sets import open_manifest
+    from genmask_sdk.families.genmask.engines import open_manifest
     from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError
     from genmask_sdk.families.genmask.export.options import PRECISIONS
     from genmask_sdk.families.genmask.export.build import build_engines

@@ -9,7 +9,7 @@ silently.
 
 What is measured is what users run: the graphs come from an engines directory written by
 ``build_engines`` (manifest, fidelity gate, version checks; ``latency.prepare_artifacts``), and
-every engine target is opened by ``backend_select.open_engines`` — the loader
+every engine target is opened by ``families.genmask.engines.open_engines`` — the loader
 ``Segmenter.from_engines`` calls — with the set, backend, provider, OpenVINO hint and threads of
 the target. ``int8-dynamic`` is the build's CPU set (``export/quantize_dynamic.py``). The PyTorch
 targets run ``backends.TorchPipeline`` (what ``Segmenter.from_pretrained(dtype=...)`` runs) or
@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from genmask_sdk.families.genmask.engine_sets import manifest_config
+from genmask_sdk.families.genmask.engines import manifest_config
 from genmask_sdk.families.genmask.config import GenMaskConfig
 
 logger = logging.getLogger("genmask_sdk.bench")
@@ -230,7 +230,7 @@ def open_target(spec: TargetSpec, artifacts: Artifacts, *, model, device: torch.
     details = {"files": {stage: a["file"] for stage, a in opened.artifacts.items()},
                "dit_method": dit.get("details"), "dit_build_fidelity": dit.get("fidelity"),
                "threads": threads, "runtime_options": opened.runtime_options,
-               "opened_with": "backend_select.open_engines (what Segmenter.from_engines calls)"}
+               "opened_with": "families.genmask.engines.open_engines (what Segmenter.from_engines calls)"}
     return OpenedTarget(spec, opened.pipeline, target_device, details)
 
 

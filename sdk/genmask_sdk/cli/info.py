@@ -11,7 +11,7 @@ from genmask_sdk.errors import GenMaskError, one_line
 
 
 def info(args: argparse.Namespace) -> int:
-    from genmask_sdk.families.genmask.engine_sets import open_manifest, describe_manifest
+    from genmask_sdk.families.genmask.engines import open_manifest, describe_manifest
 
     verify = not args.no_verify
     failure = None

@@ -1,7 +1,7 @@
 """The ``genmask`` command line: ``segment``, ``build`` and ``info``.
 
 This module only parses arguments and calls library functions (``Segmenter``,
-``InstanceSegmenter``, ``engine_dir.read_manifest``, ``genmask_sdk.cli.build.main``); the subcommands live in ``segment.py``, ``info.py``
+``InstanceSegmenter``, ``runtime.manifest.read_manifest``, ``genmask_sdk.cli.build.main``); the subcommands live in ``segment.py``, ``info.py``
 and ``build.py``. Exit codes:
 0 success, 2 a user error -- bad usage or a GenMask error -- with one line on stderr and no
 traceback.

@@ -1,7 +1,7 @@
 """Calibrate Linear and Conv2d layers in PyTorch with NVIDIA Model Optimizer (``nvidia-modelopt``).
 
 ``calibrate`` is the general step (any float32 module, any ``module_config``); ``calibrate_dit``
-is GenMask's DiT recipe below; gen2seg's UNet/ViT recipe is in ``gen2seg_quant.py``.
+is GenMask's DiT recipe below; gen2seg's UNet/ViT recipe is in ``families/gen2seg/export/quant.py``.
 
 ``calibrate_dit`` inserts Model Optimizer's quantizers into a *tensor-sharing copy* of the one-step
 DiT (new module objects, the very same weight tensors: the caller's model is never modified and no

@@ -10,7 +10,7 @@ example). Rules enforced here, before any file the manifest names is opened:
   listed in one ArtifactMismatchError.
 
 Two model families share the format: GenMask (no ``family`` key, or ``"genmask"``) and gen2seg
-(``"family": "gen2seg"``, written by ``export/gen2seg_build.py``: a Gen2SegConfig as ``config``, the
+(``"family": "gen2seg"``, written by ``families/gen2seg/export/build.py``: a Gen2SegConfig as ``config``, the
 host-side ``processing``, stages ``vae_encoder``/``unet``/``vae_decoder`` (SD) or ``mae`` (MAE)).
 The gen2seg checks are added to, never replace, the common ones (containment, checksums).
 """

@@ -9,7 +9,19 @@ Precision: a named set is honoured or refused. ``precision=None`` lets the SDK c
 ``backend="auto"`` on a CPU, the fastest set of the build's CPU timing (the manifest's
 ``cpu_timing``) among those whose DiT keeps the PyTorch masks (pooled mask IoU >=
 ``FAITHFUL_MASK_IOU`` in its fidelity record); otherwise fp32. The choice and why are recorded.
+
+The engines directory (``engines/<name>/manifest.json``; its schema is ``genmask_sdk.export.manifest``'s
+docstring), as GenMask reads it::
+
+    config (GenMaskConfig.to_dict(), resolution as exported), checkpoint {source, path, sha256},
+    resolution, max_batch, max_prompt_tokens, sdk_version, format_version, tools,
+    artifacts: [{stage, precision, runtime, file, sha256, inputs, outputs, ...}],
+    sets: {precision: {"onnx": {stage: file} | null, "tensorrt": {stage: file} | null}}
+
+``stage`` is ``vae_encoder`` | ``dit`` | ``mask_head``; ``runtime`` is ``onnx`` | ``tensorrt``.
+Nothing here imports torch or onnxruntime at import time, so ``genmask info`` stays fast.
 """
+
 
 from __future__ import annotations
 
@@ -19,8 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from genmask_sdk.runtime.runners import load_all_runners, make_runners
-from genmask_sdk.families.genmask.engine_sets import PRECISIONS, select_artifacts
-from genmask_sdk.errors import BackendUnavailableError, ConfigError
+from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, BackendUnavailableError, ConfigError
 from genmask_sdk.runtime.devices import Device, resolve_device  # noqa: F401  (resolve_device re-exported)
 
 logger = logging.getLogger("genmask_sdk.families.genmask.segmenter")
@@ -30,6 +41,73 @@ ORT_PROVIDERS = ("cpu", "cuda", "tensorrt")
 #: What ``backend="auto"`` tries, fastest first: (backend, onnxruntime provider, needs a GPU).
 AUTO_ORDER = (("tensorrt", None, True), ("onnxruntime", "cuda", True), ("onnxruntime", "cpu", False),
               ("torch", None, False))
+
+STAGES = ("vae_encoder", "dit", "mask_head")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8", "int8-dynamic")
+
+
+def open_manifest(directory: str | Path, verify: bool = True):
+    """The exporter's ``Manifest`` (``.directory``, ``.data``) after its format/version checks
+    and, with ``verify``, the sha256 of every file. Raises ArtifactNotFoundError /
+    ArtifactMismatchError with the command that rebuilds the directory."""
+    from genmask_sdk.runtime.manifest import load_manifest
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactNotFoundError(
+            f"engine directory {directory} does not exist; pass the folder that holds manifest.json "
+            "(written by 'genmask build')."
+        )
+    return load_manifest(directory, verify=verify)
+
+
+def manifest_config(manifest):
+    """The ``GenMaskConfig`` the engines were exported with (its resolution is the engines')."""
+    from genmask_sdk.families.genmask.config import GenMaskConfig
+
+    if manifest.family != "genmask":
+        raise ArtifactMismatchError(f"{manifest.directory} holds {manifest.family} engines (family "
+                                    f"{manifest.family!r}), not GenMask ones; open them with genmask_sdk.InstanceSegmenter.")
+    try:
+        return GenMaskConfig.from_dict(manifest.data["config"])
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise ArtifactMismatchError(f"{manifest.directory}/manifest.json has an invalid config ({exc}); "
+                                    "rebuild the engines.") from None
+
+
+def select_artifacts(manifest, runtime: str, precision: str) -> dict[str, dict[str, Any]]:
+    """``{stage: artifact record}`` of the ``precision`` set on ``runtime`` (``"onnx"`` |
+    ``"tensorrt"``), or raise LookupError with the reason (the set was not built)."""
+    try:
+        files = manifest.files(precision, runtime)
+    except ArtifactNotFoundError as exc:
+        raise LookupError(str(exc)) from None
+    missing = [stage for stage in STAGES if stage not in files]
+    if missing:
+        raise LookupError(f"the {precision} {runtime} set lacks the stages {missing}")
+    return {stage: manifest.artifact(stage, precision, runtime) for stage in STAGES}
+
+
+def describe_manifest(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A short summary of a manifest's JSON for ``genmask info`` and ``Segmenter.describe()``."""
+    config = data.get("config", {})
+    return {
+        "format_version": data.get("format_version"),
+        "sdk_version": data.get("sdk_version"),
+        "created": data.get("created"),
+        "model": config.get("name"),
+        "embedder": config.get("embedder", {}),
+        "resolution": data.get("resolution", config.get("resolution")),
+        "max_batch": data.get("max_batch"),
+        "max_prompt_tokens": data.get("max_prompt_tokens"),
+        "checkpoint": data.get("checkpoint", {}),
+        "tools": data.get("tools", {}),
+        "sets": {p: sorted(r for r, files in entry.items() if files) for p, entry in data.get("sets", {}).items()},
+        "cpu_timing": data.get("cpu_timing"),
+        "artifacts": [{k: a.get(k) for k in ("stage", "precision", "runtime", "file", "sha256", "bytes")}
+                      for a in data.get("artifacts", [])],
+    }
+
 
 
 #: A quantized CPU set is chosen automatically only if its DiT's masks match PyTorch's this well

@@ -23,7 +23,7 @@ the UNet). Here the image is resized the same way and replicate-padded right/bot
 padding is cropped off the decoded image and the min–max is taken over the crop. Square images
 therefore give upstream's result exactly; non-square ones differ by the network's response to the
 extra padding (the receptive field and the attention blocks see it). MAE is square (S×S) upstream.
-The host-side steps (``runtime/gen2seg.py``) are recorded in the manifest's ``processing``.
+The host-side steps (``families/gen2seg/pipeline.py``) are recorded in the manifest's ``processing``.
 
 **FP16.** Each fp32 graph is converted by ONNX Runtime's ``convert_float_to_float16``
 (``keep_io_types=True``: I/O stays float32) with these kept in float32 (``FP16_KEEP_FP32``):
@@ -47,7 +47,7 @@ CPU numbers, and its effect on a GPU is still to be measured on the real checkpo
 **Checks.** Every graph is run with ONNX Runtime on CPU right after export on ``check_samples``
 deterministic synthetic images and compared with the float32 PyTorch stage on the same inputs
 (max abs error ≤ atol + rtol·max|ref|, ``fidelity.TOLERANCES``); then each precision set end to end
-through the torch-free runtime (``runtime/gen2seg.py``) against the PyTorch reference with the same
+through the torch-free runtime (``families/gen2seg/pipeline.py``) against the PyTorch reference with the same
 host processing (``reference_color``): colour-map max error in 0..255 units (float, before
 truncation, and uint8 at the input size) and the IoU of point-prompt masks
 (``genmask_sdk.families.gen2seg.point_prompt_mask``, ``PromptConfig(refine=False, connected=False)``) at the synthetic
@@ -55,9 +55,9 @@ objects' centres. Anything past ``END_TO_END_TOLERANCES`` (or a graph past its t
 ``FidelityError`` and nothing is committed. These build-time bounds catch broken graphs; the tests
 hold tighter ones.
 
-**INT8.** ``gen2seg_quant.py``: the UNet (SD) or the ViT layers (MAE) calibrated by NVIDIA Model
+**INT8.** ``quant.py``: the UNet (SD) or the ViT layers (MAE) calibrated by NVIDIA Model
 Optimizer in PyTorch on ``calib`` images and written as explicit Q/DQ into the fp32 graph (Conv and
-MatMul); the SD int8 set runs the VAE graphs in float32 (``gen2seg_quant.SETS``).
+MatMul); the SD int8 set runs the VAE graphs in float32 (``quant.SETS``).
 
 **TensorRT.** ``gen2seg_tensorrt.py``: with TensorRT (``tensorrt="auto"`` or ``"on"``), one
 strongly typed plan per kept graph, checked against PyTorch, and each plan set end to end through

@@ -1,5 +1,5 @@
 """Time the CPU sets of a build on the build machine, so ``backend="auto"`` on a CPU can pick the
-fastest faithful one (``backend_select.choose_cpu_set``).
+fastest faithful one (``families.genmask.engines.choose_cpu_set``).
 
 Each set in ``CPU_TIMED_SETS`` that the build wrote runs its three ONNX graphs under ONNX
 Runtime's CPU provider on one check input (batch 1, one prompt): ``warmup`` untimed runs, then

@@ -31,7 +31,7 @@ from genmask_sdk.families.genmask.modeling import GenMaskModel
 from genmask_sdk.runtime.base import TensorSpec
 from genmask_sdk.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 # The text embedder's engines are tested in test_torch_free.py (on the demo); not rebuilt here.
 OPTIONS = dict(calib_size=8, int8_keep_blocks=0, tensorrt="off", progress=False, text_embedder=False)
 ALL_FILES = ["vae_encoder.fp32.onnx", "dit.fp32.onnx", "mask_head.fp32.onnx", "vae_encoder.fp16.onnx",

@@ -29,7 +29,7 @@ import onnx
 import pytest
 import torch
 
-from genmask_sdk.families.genmask.engine_sets import manifest_config
+from genmask_sdk.families.genmask.engines import manifest_config
 from genmask_sdk.errors import (
     ArtifactMismatchError,
     ArtifactNotFoundError,

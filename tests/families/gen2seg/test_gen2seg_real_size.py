@@ -21,7 +21,7 @@ import pytest
 from genmask_sdk.families.gen2seg.pipeline import STAGES
 from genmask_sdk.runtime.manifest import load_manifest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gen2seg_real_size.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "gen2seg_real_size.py"
 FP32_COLOUR_BOUND = 0.05  # 0..255 units, float colour maps before truncation (measured <= 0.009)
 BACKENDS = ["torch-eager-fp32", "ort-cpu-fp32", "ort-cpu-fp16"]
 PROMPT_STEPS = ["point_prompt_mask", "point_prompt_mask_unrefined", "segment_everything"]

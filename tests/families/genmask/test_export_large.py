@@ -15,7 +15,7 @@ import pytest
 
 from genmask_sdk.export.manifest import load_manifest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "export_real_size.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "export_real_size.py"
 
 
 def _script():

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXPORTER = importlib.util.find_spec("genmask_sdk.families.genmask.export.build") is not None
 requires_exporter = pytest.mark.skipif(not EXPORTER, reason="the exporter (genmask_sdk.families.genmask.export.build) is missing; "
                                                             "the benchmarks need ONNX graphs to time")
