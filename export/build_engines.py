@@ -4,7 +4,7 @@
     python export/build_engines.py                       # demo checkpoint -> engines/demo
     python export/build_engines.py --checkpoint DIR --out engines/mine --precisions fp16,int8
 
-All logic lives in genmask_sdk.export (this script only forwards its arguments); see --help.
+All logic lives in genmask_sdk (cli/build.py parses the arguments, each family's export/ folder builds); see --help.
 """
 
 import sys

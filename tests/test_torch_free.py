@@ -29,7 +29,7 @@ def import_blocker(blocked: tuple[str, ...] = BLOCKED) -> str:
         class _Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in {blocked!r}:
-                    raise ImportError(f"{{name}} is blocked in this test")
+                    raise ModuleNotFoundError(f"{{name}} is blocked in this test", name=name)
                 return None
         sys.meta_path.insert(0, _Block())
     """)
@@ -155,15 +155,17 @@ def test_gpu_code_paths_run_without_torch(demo_engines, tmp_path):
 
 
 def test_the_torch_free_layers_tests_collect_and_run_without_torch():
-    """The tests of the layers a robot installs (``tests/runtime``, ``tests/metrics``) collect and pass
-    where torch and the other heavy packages cannot be imported; those that need torch (a PyTorch
-    reference, building engines) skip, saying so."""
+    """The tests of the torch-free layers (``tests/runtime``, ``tests/metrics``, ``tests/data``, gen2seg's
+    point prompts) collect and pass where torch and the other heavy packages cannot be imported; those
+    that need torch (a PyTorch reference, building engines) skip, saying so."""
     root = Path(__file__).resolve().parents[1]
     done = run_blocked(f"""
         import os, sys
         import pytest
         os.chdir({str(root)!r})
-        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-rs", "tests/runtime", "tests/metrics"]))
+        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-rs", "tests/runtime", "tests/metrics", "tests/data",
+                              "tests/families/gen2seg/test_instance_prompts.py"]))
     """)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and "error" not in done.stdout.splitlines()[-1]
+    summary = done.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "error" not in summary and "failed" not in summary, summary

@@ -337,13 +337,14 @@ def test_fp8_set_gets_no_plans_on_an_orin_class_gpu(monkeypatch, mode):
     from genmask_sdk.errors import BackendUnavailableError
     from genmask_sdk.export import tensorrt_steps
     from genmask_sdk.families.genmask.export.options import build_options
+    from genmask_sdk.families.genmask.export.tensorrt_step import TensorRTStep
 
     monkeypatch.setattr(tensorrt_steps, "availability", lambda _mode: (True, "TensorRT 10.3 on Orin (test)"))
     monkeypatch.setattr(tensorrt_steps, "current_target", lambda: ("10.3.0", [8, 7]))
     build = SimpleNamespace(opts=build_options(["fp32", "fp8"], tensorrt=mode), records={
         (stage, precision, "onnx"): {} for stage, precision in
         [("vae_encoder", "fp32"), ("dit", "fp32"), ("mask_head", "fp32"), ("dit", "fp8")]})
-    step = tensorrt_steps.TensorRTStep(build)
+    step = TensorRTStep(build)
     if mode == "on":
         with pytest.raises(BackendUnavailableError, match="--tensorrt on with --precisions fp8: FP8 needs"):
             step.decide()

@@ -123,6 +123,7 @@ def test_openvino_backend_runs_without_torch(tiny_engines):
 def test_gen2seg_engines_on_openvino(tmp_path):
     """gen2seg's engine colorizer on OpenVINO: the same colour map as ONNX Runtime (f32), the checkpoint's
     prompt defaults kept, the hint reported."""
+    pytest.importorskip("torch")  # the build
     from genmask_sdk.families.gen2seg.export.build import build_gen2seg_engines
     from genmask_sdk.families.gen2seg.segmenter import InstanceSegmenter
     from genmask_sdk.runtime.imaging import load_image

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataclasses import dataclass
-
 import onnx
 from onnx import ModelProto
 
 from genmask_sdk.runtime.base import TensorSpec
 from genmask_sdk.errors import ExportError
+from genmask_sdk.export.graph_specs import (  # noqa: F401  (re-exported)
+    DEFAULT_OPSET,
+    EXTERNAL_DATA_THRESHOLD,
+    SUPPORTED_OPSETS,
+    GraphSignature,
+)
 
-DEFAULT_OPSET = 18
-
-
-#: Weights above this many bytes go to ``<file>.data`` (protobuf's hard limit is 2 GiB; keep margin).
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
-#: Opsets a build may ask for (20 is the highest TensorRT 10.3 / JetPack 6 parses).
-SUPPORTED_OPSETS = range(17, 21)
 
 _ELEM_DTYPES = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
@@ -110,24 +107,6 @@ def op_counts(path: str | Path) -> dict[str, int]:
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
-
-
-@dataclass(frozen=True)
-class GraphSignature:
-    """Inputs and outputs of one stage's graph; ``None`` marks a dynamic axis."""
-
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-    @property
-    def input_names(self) -> list[str]:
-        return [s.name for s in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [s.name for s in self.outputs]
-
-
 
 
 def module_bytes(module) -> int:

@@ -407,7 +407,7 @@ def test_a_missing_demo_gen2seg_says_how_to_get_it(tmp_path, monkeypatch):
     from genmask_sdk.families.gen2seg import checkpoints
 
     monkeypatch.setattr(checkpoints, "demo_gen2seg_dir", lambda: tmp_path / "demo_gen2seg")
-    with pytest.raises(ArtifactNotFoundError, match="is missing from.*train.gen2seg_demo"):
+    with pytest.raises(ArtifactNotFoundError, match="is missing from.*families.gen2seg.train.demo"):
         InstanceSegmenter.from_pretrained("demo-gen2seg")
 
 

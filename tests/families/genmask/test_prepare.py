@@ -306,7 +306,7 @@ def test_version_mismatch_and_missing_sets_say_to_re_prepare(tmp_path):
     out = write_prepared(scene_samples(2, size=32), tmp_path / "out", description="x", progress=False)
     info = json.loads((out / INFO_FILE).read_text())
     (out / INFO_FILE).write_text(json.dumps({**info, "version": PREPARED_VERSION + 1}))
-    expected = rf"{out}.*version {PREPARED_VERSION + 1}.*genmask_sdk\.train\.prepare"
+    expected = rf"{out}.*version {PREPARED_VERSION + 1}.*genmask_sdk\.families\.genmask\.train\.prepare"
     with pytest.raises(ArtifactMismatchError, match=expected):
         open_prepared(out)
     with pytest.raises(ArtifactNotFoundError, match="genmask_sdk.families.genmask.train.prepare"):

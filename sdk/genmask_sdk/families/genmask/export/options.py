@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from genmask_sdk import __version__
 from genmask_sdk.families.genmask.config import GenMaskConfig
 from genmask_sdk.errors import ConfigError
-from genmask_sdk.export.onnx_io import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD  # noqa: F401  (re-exported)
+from genmask_sdk.export.graph_specs import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD  # noqa: F401  (re-exported)
 from genmask_sdk.families.genmask.export import calibration
 from genmask_sdk.export.uptodate import changed_inputs  # noqa: F401  (re-exported)
 from genmask_sdk.export.manifest import BuildResult, checkpoint_entry, default_out, tool_versions  # noqa: F401

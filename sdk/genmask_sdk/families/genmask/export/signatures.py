@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 from genmask_sdk.families.genmask.config import GenMaskConfig
-from genmask_sdk.export.onnx_io import GraphSignature  # noqa: F401  (re-exported)
+from genmask_sdk.export.graph_specs import GraphSignature  # noqa: F401  (re-exported)
 from genmask_sdk.runtime.base import TensorSpec
 from genmask_sdk.families.genmask.export.options import STAGES
 
