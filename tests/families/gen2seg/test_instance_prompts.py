@@ -260,11 +260,12 @@ def test_segment_everything_gives_same_coloured_objects_one_mask_each(twins):
 
 
 def test_fragments_inside_a_kept_mask_are_suppressed():
-    from genmask_sdk.families.gen2seg.everything import _suppress, mask_bbox
+    from genmask_sdk.families.gen2seg.everything import _Candidate, _suppress, mask_bbox
 
-    def item(mask, score):
-        return InstanceMask(mask=mask, score=score, stability=1.0, point=(0, 0), area=int(mask.sum()),
-                            bbox=mask_bbox(mask))
+    def item(mask, score):  # a candidate cropped to its box, as segment_everything keeps them
+        x0, y0, x1, y1 = bbox = mask_bbox(mask)
+        return _Candidate(crop=mask[y0:y1, x0:x1], bbox=bbox, shape=mask.shape, score=score, stability=1.0,
+                          point=(0, 0), area=int(mask.sum()), order=0)
 
     whole = np.zeros((H, W), dtype=bool)
     whole[10:40, 10:40] = True
@@ -405,3 +406,72 @@ def test_clamp_changes_the_similarity_as_documented():
 def test_flat_single_colour_map_selects_everything():
     mask, score = point_prompt_mask(np.full((H, W, 3), 120, dtype=np.uint8), [(3, 3)])
     assert mask.all() and np.all(score == 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# (6) bounded work and memory (issue 34): limits are typed errors at once; memory does not grow
+#     with the number of points or of colours
+# ---------------------------------------------------------------------------------------------
+
+def test_too_many_points_and_too_large_grids_are_refused_at_once():
+    import time
+
+    from genmask_sdk.errors import ConfigError
+    from genmask_sdk.families.gen2seg.everything import MAX_GRID
+    from genmask_sdk.families.gen2seg.prompts import MAX_POINTS
+
+    color_map = np.zeros((30, 40, 3), np.uint8)
+    start = time.perf_counter()
+    for points in ([(1.0, 1.0)] * 10**6, np.ones((10**6, 2)), [(1.0, 1.0)] * (MAX_POINTS + 1)):
+        with pytest.raises(InvalidInputError, match=f"at most {MAX_POINTS}"):
+            point_prompt_mask(color_map, points)
+    for grid in (MAX_GRID + 1, 100000):
+        with pytest.raises(ConfigError, match=rf"grid must be an integer in \[1, {MAX_GRID}\]"):
+            segment_everything(color_map, grid=grid)
+    assert time.perf_counter() - start < 1.0  # decided before any work
+
+
+def test_an_outside_point_is_reported_with_its_exact_value():
+    with pytest.raises(InvalidInputError, match=r"x=39\.000000001"):
+        point_prompt_mask(np.zeros((30, 40, 3), np.uint8), [(39 + 1e-9, 0)])
+
+
+def _blocks(size: int, cells: int) -> np.ndarray:
+    """A size×size map of cells×cells flat colour blocks (every block its own colour)."""
+    rng = np.random.default_rng(0)
+    colours = rng.integers(40, 255, (cells, cells, 3)).astype(np.uint8)
+    return np.repeat(np.repeat(colours, size // cells, axis=0), size // cells, axis=1)
+
+
+def test_many_points_take_the_memory_of_a_few_maps():
+    """50 points on a 1 MP map: the maps are folded into running maxima, computed block by block
+    (before: one float64 map per point plus H×W×3 temporaries, 793 MB traced; now ~53 MB)."""
+    import tracemalloc
+
+    color_map = _blocks(1000, 8)
+    points = [(x * 125 + 60, y * 125 + 60) for y in range(8) for x in range(8)][:50]
+    tracemalloc.start()
+    try:
+        mask, score = point_prompt_mask(color_map, points, config=PromptConfig(refine=False))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert mask.shape == (1000, 1000) and mask.sum() == 50 * 125 * 125
+    assert peak < 12 * 1000 * 1000 * 8, peak / 2**20  # a dozen float64 maps, whatever the number of points
+
+
+def test_segment_everything_keeps_one_score_map_and_cropped_candidates():
+    """64 objects on a 1 MP map: one full-size score map at a time, candidates cropped to their boxes
+    (before: a map per colour and a full mask per candidate, 2256 MB traced with refinement)."""
+    import tracemalloc
+
+    color_map = _blocks(1000, 8)
+    tracemalloc.start()
+    try:
+        found = segment_everything(color_map, PromptConfig(refine=False), grid=8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(found) == 64 and all(f.area == 125 * 125 for f in found)
+    # the 64 returned full-size masks (64 MB) plus a dozen float64 maps of work
+    assert peak < 64 * 1000 * 1000 + 12 * 1000 * 1000 * 8, peak / 2**20

@@ -45,17 +45,23 @@ import numpy as np
 
 from genmask_sdk.errors import ConfigError, InputTypeError
 from genmask_sdk.families.gen2seg.prompts import (
+    ColorMap,
     PromptConfig,
+    _part_labels,
     _query_color,
     as_color_map,
     colour_distance,
-    parts_holding,
+    min_colour_distance,
     parts_touching,
     score_map_255,
     similarity_from_distance,
 )
 
-__all__ = ["InstanceMask", "segment_everything"]
+__all__ = ["InstanceMask", "MAX_GRID", "segment_everything"]
+
+#: The largest grid (points per side): 64² = 4096 single-point prompts, at most one full-map pass
+#: per distinct query colour. Larger grids are refused (a typed error) rather than run for hours.
+MAX_GRID = 64
 
 
 @dataclass(frozen=True)
@@ -112,8 +118,9 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _check_parameters(grid: Any, iou_dedup: Any, min_area: Any, stability_offset: Any, min_stability: Any,
                       background_level: Any, max_query_gap: Any) -> None:
-    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 1:
-        raise ConfigError(f"grid must be a positive integer (points per side), got {grid!r}")
+    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or not 1 <= grid <= MAX_GRID:
+        raise ConfigError(f"grid must be an integer in [1, {MAX_GRID}] (points per side; {MAX_GRID}² = "
+                          f"{MAX_GRID * MAX_GRID} point prompts at most), got {grid!r}")
     if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 0:
         raise ConfigError(f"min_area must be an integer >= 0 (pixels), got {min_area!r}")
     for name, value, low, high in (("iou_dedup", iou_dedup, 0.0, 1.0), ("min_stability", min_stability, 0.0, 1.0),
@@ -133,43 +140,105 @@ def segment_everything(color_map: Any, config: PromptConfig = PromptConfig(), gr
 
     color_map: H×W×3 RGB, uint8 or float in [0, 255]. config: the point-prompt parameters
     (``config.connected``: a candidate is the connected part holding its grid point).
-    grid: points per side. iou_dedup: masks overlapping a better one by more than this IoU are
-    dropped. max_overlap: masks with more than this fraction of their area inside a better one are
-    dropped. min_area: smallest kept mask, pixels. stability_offset, min_stability: see the module
-    docs (offset in 0–255 score units around ``config.threshold``; 0 = no stability filter).
-    background_level: colour norm (0–255 RGB units) below which a query or a mask's mean colour
-    counts as background. max_query_gap: RGB distance from a query to the nearest colour in the
-    map above which the point is taken as lying on an edge and prompts with its own pixel's colour.
+    grid: points per side, 1..``MAX_GRID``. iou_dedup: masks overlapping a better one by more than
+    this IoU are dropped. max_overlap: masks with more than this fraction of their area inside a
+    better one are dropped. min_area: smallest kept mask, pixels. stability_offset, min_stability:
+    see the module docs (offset in 0–255 score units around ``config.threshold``; 0 = no stability
+    filter). background_level: colour norm (0–255 RGB units) below which a query or a mask's mean
+    colour counts as background. max_query_gap: RGB distance from a query to the nearest colour in
+    the map above which the point is taken as lying on an edge and prompts with its own pixel's colour.
     Returns a list of :class:`InstanceMask` (empty for an all-black map).
+
+    Memory: one full-size score map at a time (the grid points are grouped by query colour) and
+    candidates cropped to their bounding boxes; only the masks returned are full size.
     """
     if not isinstance(config, PromptConfig):
         raise InputTypeError(f"config must be a PromptConfig, got {type(config).__name__}")
     _check_parameters(grid, iou_dedup, min_area, stability_offset, min_stability, background_level, max_query_gap)
     _check_fraction("max_overlap", max_overlap)
     cmap = as_color_map(color_map)
-    resolved: dict[tuple[float, ...], tuple[float, ...]] = {}   # Gaussian query -> query used
-    scores: dict[tuple[float, ...], np.ndarray] = {}           # query -> final score, 0-255
-    candidates: dict[tuple, InstanceMask | None] = {}
-    for x, y in grid_points(cmap.height, cmap.width, int(grid)):
-        gaussian = _rounded_key(_query_color(cmap.rgb, x, y, config.sigma))
-        if gaussian not in resolved:
-            resolved[gaussian] = _query_for_point(cmap.rgb, gaussian, (x, y), max_query_gap)
-        query = resolved[gaussian]
-        if np.linalg.norm(query) < background_level:
-            continue
-        if query not in scores:
-            score = similarity_from_distance(colour_distance(cmap.rgb, np.array(query)), config)
-            scores[query] = score_map_255(score, np.ones(score.shape, dtype=bool), cmap, config)
-        final = scores[query]
-        mask = final > config.threshold
-        if config.connected:
-            mask = parts_holding(mask, np.array([[x, y]], dtype=np.float64))
-        key = (query, _mask_key(mask))
-        if key not in candidates:
-            candidates[key] = _candidate(final, mask, (x, y), config, stability_offset)
+    candidates: dict[tuple, _Candidate | None] = {}
+    for query, points in _points_by_query(cmap, int(grid), config, background_level, max_query_gap).items():
+        _query_candidates(cmap, np.array(query), points, config, stability_offset, candidates)
     kept = [c for c in candidates.values() if c is not None and c.area >= min_area and c.stability >= min_stability
-            and not _is_background(cmap.rgb, c.mask, background_level)]
-    return sorted(_suppress(kept, iou_dedup, max_overlap), key=lambda c: -c.area)
+            and not _is_background(cmap, c, background_level)]
+    kept.sort(key=lambda c: c.order)  # the grid order the candidates were first met in (ties in suppression)
+    return [c.full() for c in sorted(_suppress(kept, iou_dedup, max_overlap), key=lambda c: -c.area)]
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A candidate mask cropped to its bounding box: ``crop`` bool (y1 - y0, x1 - x0) at ``bbox``
+    (x0, y0, x1, y1) of an (H, W) map; ``order`` = index of the grid point that first produced it."""
+
+    crop: np.ndarray
+    bbox: tuple[int, int, int, int]
+    shape: tuple[int, int]
+    score: float
+    stability: float
+    point: tuple[int, int]
+    area: int
+    order: int
+
+    def full(self) -> InstanceMask:
+        mask = np.zeros(self.shape, dtype=bool)
+        x0, y0, x1, y1 = self.bbox
+        mask[y0:y1, x0:x1] = self.crop
+        return InstanceMask(mask=mask, score=self.score, stability=self.stability, point=self.point,
+                            area=self.area, bbox=self.bbox)
+
+
+def _points_by_query(cmap: ColorMap, grid: int, config: PromptConfig, background_level: float,
+                     max_query_gap: float) -> dict[tuple[float, ...], list[tuple[int, tuple[int, int]]]]:
+    """Query colour -> [(grid index, (x, y)), ...] of the grid points that prompt with it, in grid
+    order; background points left out (module docs, steps 1–3)."""
+    resolved: dict[tuple[float, ...], tuple[float, ...]] = {}   # Gaussian query -> query used
+    groups: dict[tuple[float, ...], list[tuple[int, tuple[int, int]]]] = {}
+    for index, (x, y) in enumerate(grid_points(cmap.height, cmap.width, grid)):
+        gaussian = _rounded_key(_query_color(cmap, x, y, config.sigma))
+        if gaussian not in resolved:
+            resolved[gaussian] = _query_for_point(cmap, gaussian, (x, y), max_query_gap)
+        query = resolved[gaussian]
+        if np.linalg.norm(query) >= background_level:
+            groups.setdefault(query, []).append((index, (x, y)))
+    return groups
+
+
+def _query_candidates(cmap: ColorMap, query: np.ndarray, points: list[tuple[int, tuple[int, int]]],
+                      config: PromptConfig, stability_offset: float, candidates: dict) -> None:
+    """Add the candidates of the grid ``points`` that share ``query`` (one score map for all of them)."""
+    score = similarity_from_distance(colour_distance(cmap, query), config, in_place=True)
+    final = score_map_255(score, None, cmap, config)
+    del score
+    mask = final > config.threshold
+    key_query = tuple(query.tolist())
+    if not config.connected:
+        key = (key_query, _mask_key(mask))
+        if key not in candidates:
+            index, point = points[0]
+            candidates[key] = _candidate(final, mask, point, index, config, stability_offset, None)
+        return
+    labels = _part_labels(mask) if mask.any() else None
+    for index, point in points:
+        label = _label_at(labels, mask, point)
+        key = (key_query, label)
+        if key not in candidates:
+            part = (labels == label) if label else np.zeros(mask.shape, dtype=bool)
+            candidates[key] = _candidate(final, part, point, index, config, stability_offset, part)
+
+
+def _label_at(labels: np.ndarray | None, mask: np.ndarray, point: tuple[int, int]) -> int:
+    """The connected part holding ``point``, or the part of the mask pixel nearest to it (as
+    ``parts_holding``); 0 for an empty mask."""
+    if labels is None:
+        return 0
+    x, y = point
+    label = int(labels[y, x])
+    if label == 0:
+        rows, cols = np.nonzero(mask)
+        nearest = int(np.argmin((cols - x) ** 2 + (rows - y) ** 2))
+        label = int(labels[rows[nearest], cols[nearest]])
+    return label
 
 
 def _check_fraction(name: str, value: Any) -> None:
@@ -188,41 +257,61 @@ def _rounded_key(colour: np.ndarray) -> tuple[float, ...]:
     return tuple(float(value) for value in np.round(colour, 2))
 
 
-def _query_for_point(rgb: np.ndarray, gaussian: tuple[float, ...], point: tuple[int, int],
+def _query_for_point(cmap: ColorMap, gaussian: tuple[float, ...], point: tuple[int, int],
                      max_query_gap: float) -> tuple[float, ...]:
     """The Gaussian query colour if some pixel is within ``max_query_gap`` of it, else the point's
     own pixel colour (an edge point, see the module docs)."""
-    if colour_distance(rgb, np.array(gaussian)).min() <= max_query_gap:
+    if min_colour_distance(cmap, np.array(gaussian)) <= max_query_gap:
         return gaussian
     x, y = point
-    return _rounded_key(rgb[y, x])
+    return _rounded_key(cmap.colors(y, x))
 
 
-def _candidate(final: np.ndarray, mask: np.ndarray, point: tuple[int, int], config: PromptConfig,
-               stability_offset: float) -> InstanceMask | None:
+def _candidate(final: np.ndarray, mask: np.ndarray, point: tuple[int, int], order: int, config: PromptConfig,
+               stability_offset: float, within: np.ndarray | None) -> _Candidate | None:
     """The candidate ``mask`` (bool H×W) of one grid point, scored on ``final`` (0–255): score =
     mean of ``final / 255`` over the mask; stability = area above ``threshold + offset`` over the
-    area above ``max(threshold − offset, 0)``, both counted within the mask's connected parts when
-    ``config.connected`` (else over the whole map)."""
+    area above ``max(threshold − offset, 0)``, both counted within ``within``'s connected parts
+    (``config.connected``) or over the whole map. Kept cropped to its bounding box."""
     area = int(np.count_nonzero(mask))
     if area == 0:
         return None
-    within = mask if config.connected else None
-    return InstanceMask(mask=mask, score=float(final[mask].mean() / 255.0),
-                        stability=float(stability_score(final, config.threshold, stability_offset, within)),
-                        point=point, area=area, bbox=mask_bbox(mask))
+    x0, y0, x1, y1 = mask_bbox(mask)
+    crop = mask[y0:y1, x0:x1].copy()
+    return _Candidate(crop=crop, bbox=(x0, y0, x1, y1), shape=mask.shape,
+                      score=float(final[y0:y1, x0:x1][crop].mean() / 255.0),
+                      stability=float(stability_score(final, config.threshold, stability_offset, within)),
+                      point=point, area=area, order=order)
 
 
-def _is_background(rgb: np.ndarray, mask: np.ndarray, background_level: float) -> bool:
-    return float(np.linalg.norm(rgb[mask].mean(axis=0))) < background_level
+def _is_background(cmap: ColorMap, candidate: _Candidate, background_level: float) -> bool:
+    x0, y0, x1, y1 = candidate.bbox
+    return float(np.linalg.norm(cmap.colors(slice(y0, y1), slice(x0, x1))[candidate.crop].mean(axis=0))) \
+        < background_level
 
 
-def _suppress(candidates: list[InstanceMask], iou_dedup: float, max_overlap: float) -> list[InstanceMask]:
+def _overlap(a: _Candidate, b: _Candidate) -> int:
+    """Pixels two cropped candidates share."""
+    x0, y0 = max(a.bbox[0], b.bbox[0]), max(a.bbox[1], b.bbox[1])
+    x1, y1 = min(a.bbox[2], b.bbox[2]), min(a.bbox[3], b.bbox[3])
+    if x0 >= x1 or y0 >= y1:
+        return 0
+    crop_a = a.crop[y0 - a.bbox[1]:y1 - a.bbox[1], x0 - a.bbox[0]:x1 - a.bbox[0]]
+    crop_b = b.crop[y0 - b.bbox[1]:y1 - b.bbox[1], x0 - b.bbox[0]:x1 - b.bbox[0]]
+    return int(np.count_nonzero(crop_a & crop_b))
+
+
+def _suppress(candidates: list[_Candidate], iou_dedup: float, max_overlap: float) -> list[_Candidate]:
     """Greedy, by descending (score, stability, area): a candidate is dropped when its IoU with a
     kept mask exceeds ``iou_dedup`` or more than ``max_overlap`` of its area lies inside one."""
-    kept: list[InstanceMask] = []
+    kept: list[_Candidate] = []
     for candidate in sorted(candidates, key=lambda c: (-c.score, -c.stability, -c.area)):
-        if all(mask_iou(candidate.mask, other.mask) <= iou_dedup
-               and np.count_nonzero(candidate.mask & other.mask) <= max_overlap * candidate.area for other in kept):
+        if all(_iou(candidate, other, shared) <= iou_dedup and shared <= max_overlap * candidate.area
+               for other in kept for shared in (_overlap(candidate, other),)):
             kept.append(candidate)
     return kept
+
+
+def _iou(a: _Candidate, b: _Candidate, shared: int) -> float:
+    union = a.area + b.area - shared
+    return shared / union if union else 0.0

@@ -55,7 +55,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -125,26 +125,48 @@ def _require_positive(name: str, value: Any) -> None:
 # Input validation
 # ----------------------------------------------------------------------------------------------
 
+#: The most prompt points one call takes (positive and negative together): each costs one full-map
+#: pass, so this bounds a call's work (about 0.1 s per point on a 12 MP frame on one CPU core).
+MAX_POINTS = 256
+#: Pixels per block when a full-map computation works block by block (rows of the map): its float64
+#: temporaries stay this size (24 MB for the H×W×3 difference) whatever the frame's size.
+BLOCK_PIXELS = 1 << 20
+
+
 class ColorMap:
-    """A validated colour map: ``rgb`` float64 H×W×3 in [0, 255]; ``guide_bgr`` uint8 (for OpenCV)."""
+    """A validated colour map. ``pixels``: the map as given when uint8 (not copied), else float64,
+    H×W×3 RGB in [0, 255]; ``guide_bgr``: uint8 BGR (for OpenCV). Memory: a uint8 map is never
+    widened whole; full-map computations run in blocks of rows (``row_blocks``)."""
 
     def __init__(self, color_map: Any, name: str = "color_map") -> None:
-        self.rgb = _validated_rgb(color_map, name)
-        self._uint8 = color_map if isinstance(color_map, np.ndarray) and color_map.dtype == np.uint8 else None
+        self.pixels = _validated_rgb(color_map, name)
 
     @property
     def height(self) -> int:
-        return self.rgb.shape[0]
+        return self.pixels.shape[0]
 
     @property
     def width(self) -> int:
-        return self.rgb.shape[1]
+        return self.pixels.shape[1]
+
+    def row_blocks(self) -> list[slice]:
+        """Row slices covering the map, each about ``BLOCK_PIXELS`` pixels."""
+        step = max(1, BLOCK_PIXELS // self.width)
+        return [slice(start, min(start + step, self.height)) for start in range(0, self.height, step)]
+
+    def colors(self, rows: slice | Any, cols: slice | Any = slice(None)) -> np.ndarray:
+        """The colours of ``[rows, cols]`` as float64 (exact for uint8 maps)."""
+        return self.pixels[rows, cols].astype(np.float64)
 
     @cached_property
     def guide_bgr(self) -> np.ndarray:
         """The map as contiguous BGR uint8 (float maps are rounded), the refinement's guide image."""
-        rgb8 = self._uint8 if self._uint8 is not None else np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(rgb8[..., ::-1])
+        if self.pixels.dtype == np.uint8:
+            return np.ascontiguousarray(self.pixels[..., ::-1])
+        guide = np.empty(self.pixels.shape, np.uint8)
+        for rows in self.row_blocks():
+            guide[rows] = np.clip(np.rint(self.pixels[rows, :, ::-1]), 0, 255)
+        return guide
 
 
 def as_color_map(color_map: Any, name: str = "color_map") -> ColorMap:
@@ -160,7 +182,7 @@ def _validated_rgb(color_map: Any, name: str) -> np.ndarray:
         raise InvalidInputError(f"{name} must have shape (H, W, 3) with H, W >= 1 (an RGB instance colour map), "
                                 f"got shape {color_map.shape}")
     if color_map.dtype == np.uint8:
-        return color_map.astype(np.float64)
+        return color_map
     if not np.issubdtype(color_map.dtype, np.floating):
         raise InputTypeError(f"{name} must have dtype uint8, or a float dtype with values in [0, 255]; "
                              f"got dtype {color_map.dtype}")
@@ -182,6 +204,7 @@ def as_points(points: Any, height: int, width: int) -> np.ndarray:
     """
     if isinstance(points, (str, bytes)) or points is None:
         raise InputTypeError(f"points must be a sequence of (x, y) pairs in pixels, got {type(points).__name__}")
+    check_point_count(points)
     try:
         array = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -194,14 +217,32 @@ def as_points(points: Any, height: int, width: int) -> np.ndarray:
     if array.ndim != 2 or array.shape[1] != 2:
         raise InvalidInputError(f"points must be a sequence of (x, y) pairs, i.e. shape (N, 2); got shape "
                                 f"{array.shape}")
+    check_point_count(array)
     for index, (x, y) in enumerate(array):
         if not (math.isfinite(x) and math.isfinite(y)):
             raise InvalidInputError(f"point {index} is (x={x}, y={y}): coordinates must be finite numbers (pixels)")
         if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
             raise InvalidInputError(
-                f"point {index} (x={x:g}, y={y:g}) is outside the colour map of {width}x{height} pixels (WxH): "
-                f"x (to the right) must be in [0, {width - 1}] and y (down) in [0, {height - 1}]")
+                f"point {index} (x={exact(x)}, y={exact(y)}) is outside the colour map of {width}x{height} pixels "
+                f"(WxH): x (to the right) must be in [0, {width - 1}] and y (down) in [0, {height - 1}]")
     return array
+
+
+def check_point_count(points: Any) -> None:
+    """InvalidInputError when ``points`` holds more than ``MAX_POINTS`` (x, y) pairs; decided from its
+    length or shape, before any conversion, so a huge list fails at once."""
+    try:
+        count = int(points.shape[0]) if hasattr(points, "shape") and len(points.shape) == 2 else len(points)
+    except TypeError:  # no length: the conversion that follows says what is wrong
+        return
+    if count > MAX_POINTS:
+        raise InvalidInputError(f"{count} points were given; one call takes at most {MAX_POINTS} (each point costs a "
+                                "pass over the whole map). Split them over several calls.")
+
+
+def exact(value: float) -> str:
+    """A coordinate as Python's shortest exact repr (``255.000000001``, not ``255``)."""
+    return repr(float(value))
 
 
 def as_labels(labels: Any, count: int) -> np.ndarray:
@@ -258,13 +299,13 @@ def query_color(color_map: Any, point: Sequence[float], sigma: float = 0.01) -> 
     (x, y), = as_points([point], cmap.height, cmap.width)
     if not _is_real(sigma) or sigma <= 0:
         raise InvalidInputError(f"sigma must be a finite number > 0 (normalised image units), got {sigma!r}")
-    return _query_color(cmap.rgb, x, y, float(sigma))
+    return _query_color(cmap, x, y, float(sigma))
 
 
-def _query_color(rgb: np.ndarray, x: float, y: float, sigma: float) -> np.ndarray:
-    rows, weights_y = _support(_axis_weights(rgb.shape[0], y, sigma))
-    cols, weights_x = _support(_axis_weights(rgb.shape[1], x, sigma))
-    weighted_sum = np.einsum("h,w,hwc->c", weights_y, weights_x, rgb[rows, cols])
+def _query_color(cmap: ColorMap, x: float, y: float, sigma: float) -> np.ndarray:
+    rows, weights_y = _support(_axis_weights(cmap.height, y, sigma))
+    cols, weights_x = _support(_axis_weights(cmap.width, x, sigma))
+    weighted_sum = np.einsum("h,w,hwc->c", weights_y, weights_x, cmap.colors(rows, cols))
     return weighted_sum / (weights_y.sum() * weights_x.sum() + 1e-6)
 
 
@@ -274,24 +315,52 @@ def _support(weights: np.ndarray, cutoff: float = 1e-12) -> tuple[slice, np.ndar
     return slice(kept[0], kept[-1] + 1), weights[kept[0]:kept[-1] + 1]
 
 
-def colour_distance(rgb: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Euclidean distance of every pixel's colour to ``query``, float64 H×W, 0–255 RGB units."""
-    return np.sqrt(np.sum((rgb - np.asarray(query, dtype=np.float64)) ** 2, axis=-1))
+def colour_distance(color_map: ColorMap | np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every pixel's colour to ``query``, float64 H×W, 0–255 RGB units
+    (block by block: the temporaries stay ``BLOCK_PIXELS`` whatever the map's size)."""
+    cmap = as_color_map(color_map)
+    q = np.asarray(query, dtype=np.float64)
+    out = np.empty((cmap.height, cmap.width), np.float64)
+    for rows in cmap.row_blocks():
+        block = cmap.colors(rows)
+        block -= q
+        np.square(block, out=block)
+        np.sqrt(np.sum(block, axis=-1), out=out[rows])
+    return out
 
 
-def similarity_from_distance(distance: np.ndarray, config: PromptConfig = PromptConfig()) -> np.ndarray:
+def min_colour_distance(cmap: ColorMap, query: np.ndarray) -> float:
+    """The smallest Euclidean distance of any pixel's colour to ``query`` (0–255 RGB units), block by block."""
+    q = np.asarray(query, dtype=np.float64)
+    best = math.inf
+    for rows in cmap.row_blocks():
+        block = cmap.colors(rows)
+        block -= q
+        np.square(block, out=block)
+        best = min(best, float(np.sqrt(np.sum(block, axis=-1).min())))
+    return best
+
+
+def similarity_from_distance(distance: np.ndarray, config: PromptConfig = PromptConfig(), *,
+                             in_place: bool = False) -> np.ndarray:
     """Inverse distance (optionally clamped to <= 1), min–max normalised: float64 H×W in [0, 1].
 
     A map whose similarity is the same everywhere (one flat colour) scores 1 everywhere: every
     pixel matches the query as well as the best one does (the published code would give 0).
+    ``in_place``: overwrite ``distance`` (float64) with the result instead of allocating maps.
     """
-    inverse = 1.0 / (distance + config.eps)
+    inverse = distance if in_place else np.empty_like(distance, dtype=np.float64)
+    np.add(distance, config.eps, out=inverse)
+    np.divide(1.0, inverse, out=inverse)
     if config.clamp_similarity:
-        inverse = np.minimum(inverse, 1.0)
+        np.minimum(inverse, 1.0, out=inverse)
     low, high = float(inverse.min()), float(inverse.max())
     if high - low <= 1e-12 * high:
-        return np.ones_like(inverse)
-    return (inverse - low) / (high - low + config.eps)
+        inverse.fill(1.0)
+        return inverse
+    inverse -= low
+    inverse /= high - low + config.eps
+    return inverse
 
 
 def similarity(color_map: Any, query: Sequence[float], config: PromptConfig = PromptConfig()) -> np.ndarray:
@@ -305,12 +374,12 @@ def similarity(color_map: Any, query: Sequence[float], config: PromptConfig = Pr
     q = np.asarray(query, dtype=np.float64)
     if q.shape != (3,) or not np.isfinite(q).all():
         raise InvalidInputError(f"query must be 3 finite RGB values in 0-255 units, got {query!r}")
-    return similarity_from_distance(colour_distance(cmap.rgb, q), config).astype(np.float32)
+    return similarity_from_distance(colour_distance(cmap, q), config, in_place=True).astype(np.float32)
 
 
 def _point_similarity(cmap: ColorMap, point: np.ndarray, config: PromptConfig) -> np.ndarray:
-    query = _query_color(cmap.rgb, float(point[0]), float(point[1]), config.sigma)
-    return similarity_from_distance(colour_distance(cmap.rgb, query), config)
+    query = _query_color(cmap, float(point[0]), float(point[1]), config.sigma)
+    return similarity_from_distance(colour_distance(cmap, query), config, in_place=True)
 
 
 def _opencv_with_ximgproc():
@@ -335,28 +404,44 @@ def refine_scores(score: np.ndarray, cmap: ColorMap, config: PromptConfig) -> np
     The score is converted as ``uint8(clip(score · 255))`` (truncation, as the published code).
     """
     cv2 = _opencv_with_ximgproc()
-    source = np.clip(score * 255.0, 0, 255).astype(np.uint8)
+    source = np.empty(score.shape, np.uint8)
+    for rows in cmap.row_blocks():
+        source[rows] = np.clip(score[rows] * 255.0, 0, 255)  # float -> uint8 truncates, as astype does
     return cv2.ximgproc.jointBilateralFilter(cmap.guide_bgr, source, int(config.bilateral_d),
                                              float(config.bilateral_sigma_color),
                                              float(config.bilateral_sigma_space))
 
 
-def combine_prompts(positive_maps: Sequence[np.ndarray],
-                    negative_maps: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def combine_prompts(positive_maps: Iterable[np.ndarray],
+                    negative_maps: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
     """(score, keep): ``pos`` = max of positive maps, ``neg`` = max of negative maps (0 if none);
-    ``keep = pos > neg`` (a negative wins ties); score = ``pos`` where kept, else 0."""
-    positive = np.max(np.stack(positive_maps), axis=0)
-    if not negative_maps:
-        return positive, np.ones(positive.shape, dtype=bool)
-    keep = positive > np.max(np.stack(negative_maps), axis=0)
-    return np.where(keep, positive, 0.0), keep
+    ``keep = pos > neg`` (a negative wins ties; None when there are no negative maps: all kept);
+    score = ``pos`` where kept, else 0. The maps may be a generator: they are folded into running
+    maxima, so memory stays two maps whatever their number."""
+    positive = _running_max(positive_maps)
+    negative = _running_max(negative_maps)
+    if negative is None:
+        return positive, None
+    keep = np.greater(positive, negative, out=np.empty(positive.shape, dtype=bool))
+    del negative
+    positive[~keep] = 0.0
+    return positive, keep
 
 
-def score_map_255(score: np.ndarray, keep: np.ndarray, cmap: ColorMap, config: PromptConfig) -> np.ndarray:
+def _running_max(maps: Iterable[np.ndarray]) -> np.ndarray | None:
+    result = None
+    for item in maps:
+        result = item if result is None else np.maximum(result, item, out=result)
+    return result
+
+
+def score_map_255(score: np.ndarray, keep: np.ndarray | None, cmap: ColorMap, config: PromptConfig) -> np.ndarray:
     """The final score in 0–255 units, float64 H×W: refined (integer-valued) or ``score · 255``;
-    vetoed pixels (``~keep``) are 0. The mask is ``score_map_255(...) > config.threshold``."""
+    vetoed pixels (``~keep``; None = none) are 0. The mask is ``score_map_255(...) > config.threshold``."""
     scaled = refine_scores(score, cmap, config).astype(np.float64) if config.refine else score * 255.0
-    return np.where(keep, scaled, 0.0)
+    if keep is not None:
+        scaled[~keep] = 0.0
+    return scaled
 
 
 def point_prompt_mask(color_map: Any, points: Any, labels: Any = None,
@@ -382,15 +467,16 @@ def point_prompt_mask(color_map: Any, points: Any, labels: Any = None,
     cmap = as_color_map(color_map)
     point_array = as_points(points, cmap.height, cmap.width)
     positive = as_labels(labels, len(point_array))
-    maps = [_point_similarity(cmap, point, config) for point in point_array]
-    score, keep = combine_prompts([m for m, p in zip(maps, positive) if p],
-                                  [m for m, p in zip(maps, positive) if not p])
+    score, keep = combine_prompts((_point_similarity(cmap, p, config) for p in point_array[positive]),
+                                  (_point_similarity(cmap, p, config) for p in point_array[~positive]))
     final = score_map_255(score, keep, cmap, config)
+    del score, keep
     mask = final > config.threshold
     if config.connected:
         mask = parts_holding(mask, point_array[positive])
-        final = np.where(mask, final, 0.0)
-    return mask, (final / 255.0).astype(np.float32)
+        final[~mask] = 0.0
+    final /= 255.0
+    return mask, final.astype(np.float32)
 
 
 def parts_holding(mask: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -66,6 +66,8 @@ from genmask_sdk.families.gen2seg.prompts import (
     ColorMap,
     PromptConfig,
     as_color_map,
+    check_point_count,
+    exact,
     as_labels,
     point_prompt_mask,
 )
@@ -426,6 +428,7 @@ def _points(points: Any, height: int, width: int) -> np.ndarray:
         raise InvalidInputError(f"no points given: pass points=[(x, y), ...], at least one, {where}.")
     if isinstance(points, (str, bytes, Mapping)):
         raise InputTypeError(f"points must be a sequence of (x, y) pairs {where}; got {type(points).__name__}.")
+    check_point_count(points)
     try:
         array = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError):
@@ -442,8 +445,8 @@ def _points(points: Any, height: int, width: int) -> np.ndarray:
         if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
             swapped = 0 <= y <= width - 1 and 0 <= x <= height - 1
             hint = " (points are (x, y), not (row, column): did you swap them?)" if swapped else ""
-            raise InvalidInputError(f"point {index} (x={x:g}, y={y:g}) is outside the image: points are {where}"
-                                    f"{hint}.")
+            raise InvalidInputError(f"point {index} (x={exact(x)}, y={exact(y)}) is outside the image: points are "
+                                    f"{where}{hint}.")
     return array
 
 

@@ -90,7 +90,7 @@ from torch import nn
 from genmask_sdk.export.uptodate import reusable_files
 from genmask_sdk.export.manifest import state_sha256
 from genmask_sdk import __version__
-from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError, GenMaskError
+from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError
 from genmask_sdk.runtime.base import TensorSpec
 from genmask_sdk.families.gen2seg.pipeline import FAMILY, GRAPH_IO, STAGES, EngineColorizer
 from genmask_sdk.families.gen2seg.modeling.processing import reference_inputs
