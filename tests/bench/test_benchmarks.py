@@ -471,3 +471,24 @@ def test_quant_sensitivity_quick(tmp_path, restore_threads):
         assert all(0 <= r["mask_iou_pooled"] <= 1 and r["relative_max_error"] >= 0 for r in mode["rows"])
         assert groups["every block"]["relative_max_error"] > 0  # quantization changed something
     assert "| block 0 |" in (tmp_path / "qs.md").read_text()
+
+
+def test_gen2seg_prompt_memory_quick(tmp_path, monkeypatch):
+    """benchmarks/gen2seg_prompts_memory.py's measurement on a tiny frame: a torch-free child process
+    reports its own high-water mark and the task's timings (the real run uses 1-12 MP frames)."""
+    from genmask_sdk import build_gen2seg_engines
+    from genmask_sdk.bench import gen2seg_prompts
+
+    engines = tmp_path / "g2s"
+    build_gen2seg_engines("demo-gen2seg", engines, ["fp32"], tensorrt="off", check_samples=1, progress=False,
+                          log=lambda line: None)
+    monkeypatch.setitem(gen2seg_prompts.SIZES, "tiny", (96, 72))
+    rows = gen2seg_prompts.run(str(engines), ["tiny"], ["point1", "everything"], repeats=2, grid=4, progress=False)
+    assert [r["task"] for r in rows] == ["point1", "everything"]
+    for row in rows:
+        assert row["torch_loaded"] is False and row["time"]["n"] == 2
+        assert 20 < row["peak_after_open_mib"] <= row["peak_after_set_image_mib"] <= row["peak_rss_mib"] < 2048
+    markdown = gen2seg_prompts.markdown({"rows": rows, "repeats": 2, "precision": "fp32", "engines_model": "demo-gen2seg",
+                                         "machine": {"cpu": "test", "logical_cpus": 2}, "genmask_sdk": "x",
+                                         "onnxruntime": "x", "numpy": "x", "opencv": "x"})
+    assert "| tiny (96×72) | everything (grid 4) |" in markdown

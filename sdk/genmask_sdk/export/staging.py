@@ -32,6 +32,13 @@ class BuildLockedError(GenMaskError, RuntimeError):
     """Another build into the same engines directory is running."""
 
 
+def real_out(out: str | os.PathLike) -> Path:
+    """The engines directory ``out`` names, symbolic links followed (an ``--out`` through a link builds
+    the link's target, and the lock, staging and swap all happen beside the real directory, so two
+    builds of one directory by two names exclude each other)."""
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(out))))
+
+
 def staging_prefix(out: Path) -> str:
     return f".{out.name}.build-"
 
@@ -65,6 +72,7 @@ class BuildLock:
     """Exclusive lock on builds into ``out``; a context manager. Raises BuildLockedError when held."""
 
     def __init__(self, out: Path) -> None:
+        out = real_out(out)
         self.path = out.parent / f".{out.name}.lock"
         self._fd: int | None = None
 
@@ -102,7 +110,7 @@ class Staging:
     unless it has become the engines directory)."""
 
     def __init__(self, out: Path) -> None:
-        self.out = Path(out)
+        self.out = real_out(out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.root = self.out.parent / f"{staging_prefix(self.out)}{os.getpid()}-{secrets.token_hex(4)}"
         self.root.mkdir()
@@ -120,7 +128,7 @@ class Staging:
 def remove_stale_staging(out: Path, log: Callable[[str], None]) -> None:
     """Repair what an interrupted build left: put back an engines directory caught between the two
     renames of a non-atomic swap, and delete staging / old folders of builds that no longer run."""
-    out = Path(out)
+    out = real_out(out)
     parent = out.parent
     if not parent.is_dir():
         return
@@ -138,7 +146,7 @@ def remove_stale_staging(out: Path, log: Callable[[str], None]) -> None:
 def build_leftovers(out: Path) -> list[Path]:
     """What builds into ``out`` leave while they run or when killed: staging folders, old directories
     set aside by a two-rename swap, staging folders inside ``out`` (older versions)."""
-    out = Path(out)
+    out = real_out(out)
     parent = out.parent
     if not parent.is_dir():
         return []

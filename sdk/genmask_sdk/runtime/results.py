@@ -68,9 +68,11 @@ class MaskResult:
     ``InstanceSegmenter``).
 
     Attributes:
-        mask: bool (H, W), read-only; True inside the referred object (``logits > 0``).
-        logits: float32 (H, W), read-only; the mask head's logits resized bilinearly from the
-            engine square to the original size.
+        mask: bool (H, W); True inside the referred object (``logits > 0``).
+        logits: float32 (H, W); the mask head's logits resized bilinearly from the engine square
+            to the original size.
+        Both arrays belong to the result: writable, and shared with nothing else (not with another
+        result, nor with the segmenter's cache), as SAM's and Ultralytics' results are.
         score: confidence in [0, 1]: the mean of ``sigmoid(logits)`` over the mask's pixels
             (so in (0.5, 1] for a non-empty mask: how far inside the decision boundary the mask
             is on average), and 0.0 when the mask is empty.
@@ -101,8 +103,8 @@ class MaskResult:
     def __post_init__(self) -> None:
         if self.phrase is None:
             object.__setattr__(self, "phrase", self.prompt)
-        for array in (self.mask, self.logits):
-            array.flags.writeable = False
+        for name in ("mask", "logits"):
+            object.__setattr__(self, name, _owned(getattr(self, name)))
 
     @property
     def area(self) -> int:
@@ -190,6 +192,13 @@ class MaskResult:
             return f"MaskResult(points=[{shown}], score={self.score:.3f}{stable}, area={self.area}, size={width}x{height})"
         reasoned = f", phrase={self.phrase!r}" if self.phrase != self.prompt else ""
         return f"MaskResult(prompt={self.prompt!r}{reasoned}, score={self.score:.3f}, area={self.area}, size={width}x{height})"
+
+
+def _owned(array: np.ndarray) -> np.ndarray:
+    """``array`` itself when it owns its writable memory, else a copy that does."""
+    if isinstance(array, np.ndarray) and array.base is None and array.flags.writeable and array.flags.c_contiguous:
+        return array
+    return np.array(array, copy=True, order="C")
 
 
 def _number(value: Any) -> int | float:

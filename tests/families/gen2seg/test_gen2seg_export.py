@@ -419,6 +419,23 @@ def test_bad_images_are_typed_errors(sd_build, bad, error):
             colorizer.color_map(bad)
 
 
+def test_defaults_mean_what_they_mean_for_segmenter(engines_copy, monkeypatch):
+    """device=None: the first visible GPU, else the CPU with the reason; precision=None: the SDK
+    chooses (fp32) and says so; threads reaches the runtime (issue 28's one meaning for both)."""
+    from genmask_sdk import InstanceSegmenter
+    from genmask_sdk.runtime import devices
+
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: (0, "test"))
+    with InstanceSegmenter.from_engines(engines_copy, threads=1) as seg:
+        info = seg.describe()
+    assert info["device"] == "cpu" and info["precision"] == "fp32" and info["colorizer"]["threads"] == 1
+    assert "no CUDA GPU is visible" in info["fallbacks"][0]["reason"]
+    assert "precision=None: fp32" in info["precision_choice"]["reason"]
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: (1, "test"))
+    with pytest.raises(BackendUnavailableError):  # a visible GPU is chosen; this onnxruntime has no CUDA provider
+        InstanceSegmenter.from_engines(engines_copy)
+
+
 def test_bad_open_arguments_are_typed_errors(engines_copy, tmp_path):
     import onnxruntime
 

@@ -419,11 +419,12 @@ def test_from_engines_without_and_with_the_engines_runtime(tmp_path, monkeypatch
         InstanceSegmenter.from_engines(tmp_path)
     seen = []
     fake = types.ModuleType("genmask_sdk.families.gen2seg.engines")
-    fake.open_colorizer = lambda directory, backend, precision, device, openvino_hint: seen.append(
-        (directory, backend, precision, device, openvino_hint)) or FlatColourizer()
+    fake.open_colorizer = lambda directory, backend, precision, device, openvino_hint, threads: seen.append(
+        (directory, backend, precision, device, openvino_hint, threads)) or FlatColourizer()
     monkeypatch.setitem(sys.modules, "genmask_sdk.families.gen2seg.engines", fake)
-    segmenter = InstanceSegmenter.from_engines(tmp_path, backend="onnxruntime", precision="fp16", device="cpu")
-    assert seen == [(tmp_path, "onnxruntime", "fp16", "cpu", "f32")]
+    segmenter = InstanceSegmenter.from_engines(tmp_path, backend="onnxruntime", precision="fp16", device="cpu",
+                                               threads=3)
+    assert seen == [(tmp_path, "onnxruntime", "fp16", "cpu", "f32", 3)]
     assert segmenter.describe()["source"] == {"kind": "engines", "path": str(tmp_path)}
     assert segmenter.predict(np.zeros((H, W, 3), np.uint8), points=[INSIDE["blue"]]).area == int(regions(H, W)["blue"].sum())
 
@@ -522,3 +523,18 @@ def test_cli_needs_a_prompt_or_points(image_file, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["segment", str(image_file)])
     assert stop.value.code == 2 and "--point X,Y / --everything" in capsys.readouterr().err
+
+
+def test_results_own_writable_arrays(flat):
+    """Masks and score maps are the caller's to edit; the cached colour map and later results stay intact."""
+    segmenter, _ = flat
+    masks = regions(H, W)
+    cached = segmenter.color_map.copy()
+    first = segmenter.predict(points=[INSIDE["red"]])
+    found = segmenter.segment_everything()
+    for result in [first, *found]:
+        assert result.mask.flags.writeable and result.logits.flags.writeable
+        result.mask[...] = True
+        result.logits[...] = 7.0
+    assert np.array_equal(segmenter.color_map, cached)
+    np.testing.assert_array_equal(segmenter.predict(points=[INSIDE["red"]]).mask, masks["red"])

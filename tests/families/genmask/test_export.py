@@ -410,6 +410,23 @@ def test_a_second_build_into_the_same_directory_is_refused(tiny, engines_copy):
     pipeline.build_engines(tiny[1], engines_copy, ["fp32"], log=lambda _: None, **OPTIONS)  # free again
 
 
+def test_a_build_through_a_link_builds_the_links_target_under_its_lock(tiny, engines_copy, tmp_path):
+    """--out through a symbolic link: one lock for both names, the link stays a link to the rebuilt
+    directory, and nothing is left beside the link (issue 34)."""
+    from genmask_sdk.export.staging import BuildLock, BuildLockedError
+
+    link = tmp_path / "links" / "current"
+    link.parent.mkdir()
+    link.symlink_to(engines_copy, target_is_directory=True)
+    with BuildLock(engines_copy):
+        with pytest.raises(BuildLockedError, match="another build into .*engines is running"):
+            pipeline.build_engines(tiny[1], link, ["fp32", "fp16"], force=True, log=lambda _: None, **OPTIONS)
+    result = pipeline.build_engines(tiny[1], link, ["fp32", "fp16"], force=True, log=lambda _: None, **OPTIONS)
+    assert result.built and link.is_symlink() and link.resolve() == engines_copy.resolve()
+    assert sorted(p.name for p in link.parent.iterdir()) == ["current"]  # no lock, staging or swap leftovers
+    assert sorted(load_manifest(engines_copy, verify=True).precisions) == ["fp16", "fp32"]
+
+
 @pytest.mark.parametrize("where", ["file", "under_file", "proc"])
 def test_bad_out_directories_are_config_errors(tiny, tmp_path, where):
     (tmp_path / "afile").write_text("x")

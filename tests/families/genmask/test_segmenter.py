@@ -210,6 +210,21 @@ def test_no_memory_growth_over_many_calls(seg_onnx, image):
 
 
 # ----------------------------------------------------------------------------------- results
+def test_results_own_writable_arrays_shared_with_nothing(seg, image):
+    """Users edit masks as they do SAM's or numpy's: the arrays are writable and belong to one result
+    (editing one changes neither another result nor what the cached image gives next time)."""
+    seg.set_image(image)
+    first, second = seg.predict([EXAMPLE_PROMPT, EXAMPLE_PROMPT])
+    again = seg.predict(EXAMPLE_PROMPT)
+    assert first.mask.flags.writeable and first.logits.flags.writeable
+    kept = (second.mask.copy(), second.logits.copy(), again.mask.copy())
+    first.mask[...] = ~first.mask
+    first.logits[...] = 123.0
+    assert np.array_equal(second.mask, kept[0]) and np.array_equal(second.logits, kept[1])
+    assert np.array_equal(seg.predict(EXAMPLE_PROMPT).mask, kept[2]) and np.array_equal(again.mask, kept[2])
+    seg.reset_image()
+
+
 def test_rle_overlay_and_save(seg, image, tmp_path):
     from pycocotools import mask as coco_mask
 
@@ -217,8 +232,6 @@ def test_rle_overlay_and_save(seg, image, tmp_path):
     rle = result.to_rle()
     assert rle["size"] == [192, 256] and np.array_equal(decode_rle(rle), result.mask)
     assert int(coco_mask.area({"size": rle["size"], "counts": rle["counts"].encode()})) == result.area
-    with pytest.raises(ValueError):
-        result.mask[0, 0] = True  # read-only
 
     overlay = result.overlay(alpha=0.5, color="red")
     assert overlay.size == (256, 192) and overlay.mode == "RGB"

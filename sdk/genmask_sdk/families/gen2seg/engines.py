@@ -28,12 +28,13 @@ def open_colorizer(directory: str | Path, backend: str = "auto", precision: str 
         where a build records no CPU timing (gen2seg builds record none).
     device: ``None`` (default): the first GPU when one is visible, else the CPU (the same rule as
         ``Segmenter.from_engines``; the reason is in ``describe()["fallbacks"]``); ``"cpu"``;
-        ``"cuda"`` / ``"cuda:N"``: that GPU (BackendUnavailableError when none is visible).
+        ``"cuda"`` / ``"cuda:N"``: that GPU (its runtime raises BackendUnavailableError when it
+        cannot serve it).
     threads: CPU threads per graph for ONNX Runtime / OpenVINO (None: the runtime's default).
     Raises ArtifactNotFoundError / ArtifactMismatchError for a missing, invalid, tampered or
     GenMask (not gen2seg) directory, ConfigError for unknown argument values.
     """
-    from genmask_sdk.runtime.devices import resolve_device
+    from genmask_sdk.runtime.devices import parse_device, resolve_device
     from genmask_sdk.runtime.manifest import load_manifest
 
     if backend not in BACKENDS:
@@ -45,7 +46,9 @@ def open_colorizer(directory: str | Path, backend: str = "auto", precision: str 
                                                               "timing to choose a faster faithful set from)"}
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS} for gen2seg engines, got {precision!r}.")
-    target, device_note = resolve_device(device)
+    # None: the first visible GPU, else the CPU (as Segmenter); an explicit device is taken as asked, and
+    # the runtime that serves it says what is missing.
+    target, device_note = resolve_device(None) if device is None else (parse_device(device), None)
     manifest = load_manifest(directory, verify=True, family=FAMILY)
     if backend == "torch":
         raise BackendUnavailableError("backend='torch' is not served from gen2seg engines; load the PyTorch reference "
