@@ -88,7 +88,18 @@ def build_parser(prog: str = "build_engines.py") -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "build_engines.py") -> int:
-    """``prog``: the command name in usage and error lines (``genmask build`` when called from there)."""
+    """``prog``: the command name in usage and error lines (``genmask build`` when called from there).
+    Ctrl-C prints one line (exit 130): a build replaces the engines directory only when complete, so
+    the previous one is still there and usable."""
+    try:
+        return _main(argv, prog)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; nothing was replaced (the previous engines directory, if any, is intact).",
+              file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
     started = time.perf_counter()  # before the heavy imports below: the reported time is the real wait
     args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
     from genmask_sdk.cli.build_gen2seg import gen2seg_main  # a gen2seg checkpoint (decided torch-free) takes its own build

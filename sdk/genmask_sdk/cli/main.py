@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment IMAGE for each PROMPT with a GenMask model, or, with a gen2seg model, the object at "
                     "--point X,Y (several --point/--negative allowed) or every object (--everything); prints "
                     "timings, mask area and score.")
-    seg.add_argument("image", metavar="IMAGE", help="image file (PNG/JPEG; EXIF orientation honoured)")
+    seg.add_argument("image", metavar="IMAGE",
+                     help="image file (PNG/JPEG; EXIF orientation honoured), or - to read it from standard input")
     seg.add_argument("prompts", metavar="PROMPT", nargs="*",
                      help='phrase such as "the red circle"; several allowed (GenMask models)')
     source = seg.add_mutually_exclusive_group()
@@ -93,17 +94,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "segment":
             from genmask_sdk.cli.segment import segment
 
-            return segment(args)
-        from genmask_sdk.cli.info import info
+            code = segment(args)
+        else:
+            from genmask_sdk.cli.info import info
 
-        return info(args)
+            code = info(args)
+        sys.stdout.flush()  # a full disk or an unwritable stdout fails here, not at exit
+        return code
     except GenMaskError as exc:
         print(f"genmask {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `genmask info ... | head`: the reader left; say nothing more
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         return 0
+    except OSError as exc:  # writing the results failed: /dev/full, a full disk, /proc
+        if exc.filename is not None:  # a file the command was reading or writing: not about stdout
+            raise
+        _silence_stdout()
+        print(f"genmask {args.command}: error: could not write the output ({exc.strerror or exc}); send it "
+              "somewhere with room (or use --out / --json with a file).", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ngenmask {args.command}: interrupted.", file=sys.stderr)
+        return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's exit-time flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    try:
+        sys.stdout = open(os.devnull, "w")
+    except OSError:
+        pass
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

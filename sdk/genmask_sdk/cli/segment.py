@@ -41,6 +41,10 @@ def segment(args: argparse.Namespace) -> int:
     from genmask_sdk.families.registry import GEN2SEG, family_of
 
     target = overlay_target(args.out) if args.out else None
+    if args.image == "-":  # the image piped in on standard input (its name stays "-" in the output)
+        from genmask_sdk.runtime.imaging import read_image_stream
+
+        args.image_data = read_image_stream(sys.stdin.buffer, "standard input")
     source = args.engines or args.checkpoint
     family = family_of(source) if source else None
     if args.point or args.negative or args.everything or family == GEN2SEG:
@@ -55,7 +59,7 @@ def segment(args: argparse.Namespace) -> int:
     if segmenter is None:
         return 2
     with segmenter:
-        results = segmenter.predict(args.image, list(args.prompts), reason=args.reason)
+        results = segmenter.predict(_image(args), list(args.prompts), reason=args.reason)
         described = segmenter.describe()
     overlay = None
     if target is not None:
@@ -121,20 +125,20 @@ def _segment_instances(args: argparse.Namespace, target: tuple[Path, str] | None
         return 2
     with segmenter:
         if args.everything:
-            results = segmenter.segment_everything(args.image, **options)
+            results = segmenter.segment_everything(_image(args), **options)
         else:
-            results = [segmenter.predict(args.image, points=points, labels=labels)]
+            results = [segmenter.predict(_image(args), points=points, labels=labels)]
         described = segmenter.describe()
     if results:
         size = results[0].size
     else:  # nothing found: the size (and the overlay's background) from the image itself
         from genmask_sdk.runtime.imaging import load_image
 
-        size = load_image(args.image).shape[:2]
+        size = load_image(_image(args)).shape[:2]
     if target is not None:
         from genmask_sdk.io import atomic_path
 
-        overlay = instance_overlay(results, image=None if results else args.image)
+        overlay = instance_overlay(results, image=None if results else _image(args))
         path, image_format = target
         with atomic_path(path) as tmp:
             overlay.convert("RGB").save(tmp, format=image_format)
@@ -199,3 +203,8 @@ def _open_segmenter(cls, args, default_checkpoint: str):
               file=sys.stderr)
         return None
     return cls.from_pretrained(args.checkpoint or default_checkpoint, device=args.device or "cpu")
+
+
+def _image(args: argparse.Namespace):
+    """What to segment: the IMAGE path, or the image read from standard input for ``-``."""
+    return getattr(args, "image_data", None) or args.image

@@ -8,13 +8,15 @@ public verbs (``set_image`` / ``predict`` / ``describe``) stay the family's own.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from genmask_sdk import __version__
-from genmask_sdk.errors import ArtifactMismatchError, InvalidStateError
+from genmask_sdk.errors import ArtifactMismatchError, InputTypeError, InvalidStateError
 from genmask_sdk.families.registry import family_of, wrong_family_message
 
 
@@ -69,6 +71,17 @@ class SegmenterLifecycle:
         torch = sys.modules.get("torch")
         return {"genmask_sdk": __version__, "torch": torch.__version__ if torch else None,
                 "python": platform.python_version()}
+
+    @classmethod
+    def _engines_path(cls, directory: Any) -> Path:
+        """``directory`` as a Path, or InputTypeError (None, bytes, numbers...: say what to pass)."""
+        if isinstance(directory, (bytes, bytearray)) or not isinstance(directory, (str, os.PathLike)):
+            raise InputTypeError(f"{cls.__name__}.from_engines needs the engines directory as a str or Path, got "
+                                 f"{type(directory).__name__}; pass the folder that holds manifest.json.")
+        path = os.fspath(directory)
+        if isinstance(path, bytes):
+            raise InputTypeError(f"{cls.__name__}.from_engines needs a str or Path, not a bytes path; decode it first.")
+        return Path(path)
 
     @classmethod
     def _refuse_other_family(cls, name_or_path: Any) -> None:

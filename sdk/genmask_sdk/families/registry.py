@@ -129,7 +129,7 @@ def _json(path: Path) -> dict[str, Any] | None:
         if not path.is_file() or path.stat().st_size > _MAX_MANIFEST_BYTES:
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -29,6 +29,8 @@ ACCEPTED = ("a file path, a PIL image, a numpy HxWx3 array (uint8, uint16, or fl
 #: Largest image accepted, in pixels (H x W): 40 MP covers 8K (7680 x 4320 = 33 MP). Larger inputs are
 #: refused before they are decoded (a 10000 x 10000 PNG would take ~4 GB); downscale them first.
 MAX_PIXELS = 40_000_000
+#: Largest encoded image read from a pipe or standard input (a device such as /dev/zero never ends).
+MAX_STREAM_BYTES = 512 * 2**20
 
 
 def load_image(image: Any) -> np.ndarray:
@@ -45,6 +47,9 @@ def load_image(image: Any) -> np.ndarray:
         return _from_pil(_open_file(Path(image)))
     if isinstance(image, Image.Image):
         return _from_pil(image)
+    if isinstance(image, np.matrix):
+        raise InputTypeError("cannot read an image from a numpy.matrix; pass np.asarray(image) (an H x W or "
+                             "H x W x 3 array).")
     if isinstance(image, np.ndarray):
         return _from_array(image, channels_last=True)
     if is_torch_tensor(image):
@@ -58,10 +63,32 @@ def load_image(image: Any) -> np.ndarray:
 def _open_file(path: Path) -> Image.Image:
     if path.is_dir():
         raise InvalidInputError(f"{path} is a directory, not an image file; pass the path of a PNG/JPEG file.")
+    if path.exists() and not path.is_file():  # a pipe, /dev/stdin, a process substitution, a device
+        with open(path, "rb") as stream:
+            return read_image_stream(stream, str(path))
     if not path.is_file():
         raise ArtifactNotFoundError(f"image file {path} does not exist; check the path.")
+    return _decode(path, str(path))
+
+
+def read_image_stream(stream: Any, what: str) -> Image.Image:
+    """An encoded image (PNG/JPEG/...) read from a binary stream (a pipe, standard input) of at most
+    ``MAX_STREAM_BYTES``; InvalidInputError for more, for nothing, or for bytes that are no image."""
+    import io
+
+    data = stream.read(MAX_STREAM_BYTES + 1)
+    if len(data) > MAX_STREAM_BYTES:
+        raise InvalidInputError(f"{what} gave more than {MAX_STREAM_BYTES // 2**20} MiB without ending; pass an "
+                                "encoded image (PNG/JPEG) of at most that size.")
+    if not data:
+        raise InvalidInputError(f"{what} is empty; pipe an encoded image (PNG/JPEG) into it.")
+    return _decode(io.BytesIO(data), what)
+
+
+def _decode(source: Any, what: str) -> Image.Image:
+    path = what
     try:
-        with Image.open(path) as handle:  # reads the header only: the size is known before decoding
+        with Image.open(source) as handle:  # reads the header only: the size is known before decoding
             _check_pixels(handle.width, handle.height, str(path))
             return ImageOps.exif_transpose(handle)  # a loaded copy
     except Image.DecompressionBombError as exc:
@@ -79,6 +106,12 @@ def _check_pixels(width: int, height: int, what: str) -> None:
 
 def _from_pil(image: Image.Image) -> np.ndarray:
     _check_pixels(image.width, image.height, "the image")
+    try:
+        image.load()
+    except ValueError as exc:  # PIL: "Operation on closed image"
+        raise InvalidInputError(f"the PIL image cannot be read ({exc}); pass it before closing it, or a copy.") from None
+    except OSError as exc:  # truncated or damaged lazily-loaded file
+        raise InvalidInputError(f"the PIL image cannot be decoded ({exc}); pass a complete PNG/JPEG.") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit grayscale (PNG loads as one of these)
         gray = np.asarray(image, dtype=np.float64)
         if gray.size and (gray.min() < 0 or gray.max() > 65535):

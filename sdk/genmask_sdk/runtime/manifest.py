@@ -149,6 +149,8 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactMismatchError(f"{path} is not valid JSON ({exc}). " + rebuild_hint(None, directory)) from exc
+    except RecursionError:
+        raise ArtifactMismatchError(f"{path} nests too deeply to be a manifest. " + rebuild_hint(None, directory)) from None
     if not isinstance(data, dict):
         raise ArtifactMismatchError(f"{path} is not a manifest object. " + rebuild_hint(None, directory))
     return data

@@ -142,3 +142,30 @@ def test_quantized_set_keeps_97_percent_of_the_miou(demo, precision, sets):
     ours, reference = _miou_pair(model, OnnxSet(result.manifest, precision), 50)
     assert ours.count == reference.count > 50
     assert ours.miou >= 0.97 * reference.miou, (precision, ours.miou, reference.miou)
+
+
+MIXED_PROMPTS = [
+    "the red circle", "the orange star", "the shape on the left", "the largest square", "the blue triangle",
+    "the smallest shape", "the green star on the right side of the image next to the circle", "the circle",
+    "the shape at the top", "the yellow square", "the purple hexagon below the red circle and left of the star",
+    "the rightmost shape", "the star", "the shape in the middle", "the second largest shape",
+    "the red shape that is closest to the bottom edge of the picture", "the square", "the lowest shape",
+    "the orange circle", "the thing",
+]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "fp8", "int8-dynamic"])
+def test_a_prompts_mask_does_not_depend_on_the_other_prompts(demo, precision):
+    """Batch invariance (issue 34): each of 20 mixed prompts alone gives the mask it gets in one call
+    with the 19 others, for every precision set (int8-dynamic runs prompts one by one for it)."""
+    from genmask_sdk import Segmenter
+    from genmask_sdk.data.examples import example_image_path
+
+    _, out, _ = demo
+    build_engines("demo", out, ["fp32", "fp16", "int8", "fp8", "int8-dynamic"], log=lambda _: None, **OPTIONS)
+    with Segmenter.from_engines(out, backend="onnxruntime", precision=precision, device="cpu") as seg:
+        seg.set_image(str(example_image_path()))
+        together = seg.predict(MIXED_PROMPTS)
+        for prompt, result in zip(MIXED_PROMPTS, together):
+            alone = seg.predict(prompt)
+            assert np.array_equal(alone.mask, result.mask), (precision, prompt, int((alone.mask ^ result.mask).sum()))

@@ -70,6 +70,12 @@ _OPENCV_CONTRIB_HINT = (
     "joint bilateral refinement (masks then follow the raw similarity).")
 
 
+#: Smallest query window (``PromptConfig.sigma``, a fraction of the image size): below a pixel of any image.
+MIN_SIGMA = 1e-6
+#: Largest joint bilateral filter diameter (pixels); OpenCV's cost grows with its square.
+MAX_BILATERAL_D = 65
+
+
 @dataclass(frozen=True)
 class PromptConfig:
     """Parameters of the point-prompt algorithm (defaults: the published gen2seg code).
@@ -100,6 +106,12 @@ class PromptConfig:
 
     def __post_init__(self) -> None:
         _require_positive("sigma", self.sigma)
+        if self.sigma < MIN_SIGMA:
+            raise ConfigError(f"PromptConfig.sigma must be >= {MIN_SIGMA:g} (a fraction of the image size: smaller is "
+                              f"below one pixel of any image), got {self.sigma!r}")
+        for name in ("refine", "clamp_similarity", "connected"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ConfigError(f"PromptConfig.{name} must be True or False, got {getattr(self, name)!r}")
         _require_positive("bilateral_sigma_color", self.bilateral_sigma_color)
         _require_positive("bilateral_sigma_space", self.bilateral_sigma_space)
         _require_positive("eps", self.eps)
@@ -107,8 +119,9 @@ class PromptConfig:
             raise ConfigError(f"PromptConfig.threshold must be a number in [0, 255) (score in 0-255 units), "
                               f"got {self.threshold!r}")
         if isinstance(self.bilateral_d, bool) or not isinstance(self.bilateral_d, (int, np.integer)) \
-                or self.bilateral_d < 1:
-            raise ConfigError(f"PromptConfig.bilateral_d must be a positive integer (pixels), got {self.bilateral_d!r}")
+                or not 1 <= self.bilateral_d <= MAX_BILATERAL_D:
+            raise ConfigError(f"PromptConfig.bilateral_d must be an integer in [1, {MAX_BILATERAL_D}] (the filter's "
+                              f"diameter in pixels), got {self.bilateral_d!r}")
 
 
 def _is_real(value: Any) -> bool:

@@ -42,7 +42,6 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -172,8 +171,8 @@ class InstanceSegmenter(SegmenterLifecycle):
         (None = the SDK chooses: fp32 for gen2seg), ``device`` (None = the first GPU when one is
         visible, else the CPU), ``openvino_hint`` and ``threads`` mean what they mean for
         ``Segmenter.from_engines``."""
-        cls._refuse_other_family(directory)
-        path = Path(directory)
+        path = cls._engines_path(directory)
+        cls._refuse_other_family(path)
         if not path.is_dir():
             raise ArtifactNotFoundError(f"engine directory {path} does not exist; pass the folder that holds "
                                         "manifest.json (written by 'genmask build').")

@@ -29,6 +29,12 @@ def check_targets(targets: Sequence[str]) -> list[str]:
                 f"prompt {i} is {len(target)} characters long; prompts are short phrases (at most {MAX_PROMPT_CHARS} "
                 "characters), e.g. 'the red circle'."
             )
+        surrogates = sorted({f"U+{ord(c):04X}" for c in target if unicodedata.category(c) == "Cs"})
+        if surrogates:
+            raise InvalidInputError(
+                f"prompt {i} is not valid text: it holds lone surrogate code points ({', '.join(surrogates[:4])}), "
+                "which is what bytes that are not UTF-8 become; pass UTF-8 text."
+            )
         controls = sorted({f"U+{ord(c):04X}" for c in target if unicodedata.category(c) == "Cc" and c not in "\t\n\r"})
         if controls:
             raise InvalidInputError(

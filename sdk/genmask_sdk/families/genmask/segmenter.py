@@ -52,6 +52,8 @@ from genmask_sdk.runtime.base import host_array as _host
 logger = logging.getLogger("genmask_sdk.families.genmask.segmenter")
 _UNSET = object()
 DEFAULT_MAX_BATCH = 16
+#: Precision sets whose quantization scales depend on the whole batch (see Segmenter.__init__).
+BATCH_VARIANT_SETS = ("int8-dynamic",)
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,6 +82,10 @@ class Segmenter(SegmenterLifecycle):
         self.device = pipeline.device
         self._info = info
         self._max_batch = int(info.get("max_batch") or DEFAULT_MAX_BATCH)
+        # A set whose graphs scale activations per call (int8-dynamic: one DynamicQuantizeLinear scale
+        # over the whole batch, padding included) runs each prompt alone at its own length, so a
+        # prompt's mask never depends on the other prompts of the call. Every other set is batch-invariant.
+        self._rows_alone = info.get("precision") in BATCH_VARIANT_SETS
         self._max_prompt_tokens = info.get("max_prompt_tokens")
         self._start_lifecycle()  # lock, image cache (_ImageState), closed flag
 
@@ -146,8 +152,8 @@ class Segmenter(SegmenterLifecycle):
         """
         from genmask_sdk.families.genmask.modeling.embedders import load_embedder
 
+        directory = cls._engines_path(directory)
         cls._refuse_other_family(directory)
-        directory = Path(directory)
         manifest = open_manifest(directory, verify=verify)
         config = manifest_config(manifest)
         resolved, device_note = resolve_device(device)
@@ -201,6 +207,7 @@ class Segmenter(SegmenterLifecycle):
         texts, single = _prompt_list(prompts)
         if not isinstance(reason, bool):
             raise InputTypeError(f"reason must be True or False, got {reason!r}.")
+        self._check_open()
         if reason and not getattr(self._embedder, "can_generate", False):
             self._embedder.reason(None, texts[0])  # raises the embedder's own explanation
             raise InvalidStateError("this Segmenter's embedder cannot generate text, so reason=True is unavailable.")
@@ -246,9 +253,9 @@ class Segmenter(SegmenterLifecycle):
         self._check_prompt_lengths(context_mask, phrases)
         ms["reason"], ms["embed"] = (t1 - t0 if reason else 0.0), self._clock() - t1
         rows = []
-        for first in range(0, len(texts), self._max_batch):
-            rows.extend(self._run_chunk(state, context[first: first + self._max_batch],
-                                        context_mask[first: first + self._max_batch], ms))
+        step = 1 if self._rows_alone else self._max_batch
+        for first in range(0, len(texts), step):
+            rows.extend(self._run_chunk(state, context[first: first + step], context_mask[first: first + step], ms))
         ms["total"] = self._clock() - start
         timings = Timings(ms, cached)
         return [MaskResult(mask=logits > 0, logits=logits, score=score, prompt=text, timings=timings, phrase=phrase,
