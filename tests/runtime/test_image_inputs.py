@@ -14,6 +14,7 @@ from genmask_sdk.errors import InputTypeError, InvalidInputError
 from genmask_sdk.runtime.imaging import load_image
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # numpy says matrix is on its way out
 def test_a_numpy_matrix_is_a_typed_error():
     with pytest.raises(InputTypeError, match="numpy.matrix; pass np.asarray"):
         load_image(np.matrix(np.zeros((4, 4))))
@@ -49,3 +50,22 @@ def test_a_pipe_is_read_as_an_encoded_image(tmp_path):
 def test_an_endless_device_is_refused_not_read_forever():
     with pytest.raises(InvalidInputError, match="more than 512 MiB without ending"):
         load_image("/dev/zero")
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_an_engine_file_replaced_by_a_directory_or_a_pipe_says_what_it_is(tmp_path, kind):
+    import shutil
+    from pathlib import Path
+
+    from genmask_sdk.errors import ArtifactMismatchError
+    from genmask_sdk.runtime.manifest import load_manifest
+
+    if kind == "fifo" and not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this system")
+    engines = tmp_path / "engines"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "engines_0.2.0" / "gen2seg_tiny", engines)
+    (engines / "mae.fp32.onnx").unlink()
+    (engines / "mae.fp32.onnx").mkdir() if kind == "directory" else os.mkfifo(engines / "mae.fp32.onnx")
+    words = "is a directory" if kind == "directory" else "is not a regular file"
+    with pytest.raises(ArtifactMismatchError, match=f"listed in the manifest as an engine file but {words}"):
+        load_manifest(engines, verify=True)

@@ -196,6 +196,9 @@ def verify_files(manifest: Manifest) -> None:
     for artifact in manifest.artifacts:
         for record in [artifact] + list(artifact.get("external_data", [])):
             path = manifest.path(record["file"])
+            if path.exists() and not path.is_file():
+                what = "a directory" if path.is_dir() else "not a regular file (a pipe, socket or device)"
+                raise ArtifactMismatchError(f"{path} is listed in the manifest as an engine file but is {what}. {hint}")
             if not path.is_file():
                 raise ArtifactNotFoundError(f"{path} is listed in the manifest but missing. {hint}")
             if path.stat().st_size != record["bytes"] or sha256_file(path) != record["sha256"]:
