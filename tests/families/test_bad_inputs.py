@@ -33,7 +33,7 @@ def test_prompt_config_refuses_values_that_would_fail_deep_inside(fields, words)
 
 @pytest.mark.parametrize("prompt", ["a \ud800 b", "caf\udce9"])  # a lone surrogate; argv bytes that were not UTF-8
 def test_prompts_that_are_not_valid_text_are_typed_errors(prompt):
-    from genmask_sdk.families.genmask.prompt_checks import check_targets
+    from genmask_sdk.runtime.text_checks import check_targets
 
     with pytest.raises(InvalidInputError, match="lone surrogate"):
         check_targets([prompt])

@@ -37,14 +37,17 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
+from genmask_sdk.runtime.text_checks import check_targets
 from genmask_sdk import __version__
 from genmask_sdk.errors import (
     ArtifactMismatchError,
     ArtifactNotFoundError,
     BackendUnavailableError,
     ConfigError,
+    GenMaskError,
     InvalidInputError,
     InvalidSampleError,
+    one_line,
 )
 from genmask_sdk.io import atomic_write_text
 from genmask_sdk.metrics.rle import decode_rle, encode_rle
@@ -146,6 +149,11 @@ def check_sample(sample: PreparedSample) -> None:
         raise _sample_error(sample.id, f"empty instruction {sample.instruction!r} (source "
                             f"{sample.source!r})", "Every sample needs the text the model is "
                             "conditioned on; fix the annotation or leave the sample out.")
+    try:
+        check_targets([sample.instruction])  # the limits inference applies: no sample is stored that it refuses
+    except GenMaskError as exc:
+        raise _sample_error(sample.id, f"instruction not accepted at inference ({one_line(exc)})",
+                            "Fix the annotation or leave the sample out.") from None
     _check_image(sample)
     _check_mask(sample)
 

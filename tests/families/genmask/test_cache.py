@@ -6,6 +6,8 @@ whose training set is cached that way.
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 import os
 import shutil
@@ -59,8 +61,8 @@ def prepare_scenes(out: Path, seg: int, gen: int, seed: int = 0, size: int = 48)
 
 
 def run_cache(data: Path, checkpoint: Path, *extra: str) -> Path:
-    return cache.main(["--data", str(data), "--checkpoint", str(checkpoint), "--shard-rows", "8", "--batch", "8",
-                       "--no-progress", *extra])
+    return cache.run(cache.parse_args(["--data", str(data), "--checkpoint", str(checkpoint), "--shard-rows", "8",
+                                       "--batch", "8", "--no-progress", *extra]))
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +118,36 @@ def test_interrupted_cache_resumes_and_skips_finished_shards(cached):
     assert (out / shard_name(1, 3)).is_file() and (out / COMPLETE_FILE).is_file()
     assert {k: (out / shard_name(k, 3)).stat().st_mtime_ns for k in (0, 2)} == done
     assert len(open_cache(data)) == 20
+
+
+def test_a_truncated_shard_is_computed_again_not_trusted(cached, capsys):
+    """Issue 34: a shard that does not match its record (size + SHA-256 written after it) is computed
+    again on resume; a finished cache whose shard changed size is refused with a typed error."""
+    data, checkpoint = cached
+    out = cache_dir(data)
+    shard = out / shard_name(1, 3)
+    original = shard.read_bytes()
+    shard.write_bytes(original[: len(original) // 2])
+    with pytest.raises(ArtifactMismatchError, match="size differs"):
+        open_cache(data)
+    (out / COMPLETE_FILE).unlink()
+    run_cache(data, checkpoint)
+    assert "recomputing 1 shard(s)" in capsys.readouterr().out
+    assert shard.read_bytes() == original and len(open_cache(data)) == 20
+    complete = json.loads((out / COMPLETE_FILE).read_text())
+    assert all({"bytes", "sha256"} <= set(entry) for entry in complete["shards"])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--data", "/nonexistent", "--checkpoint", "demo"], "is not a prepared dataset"),
+    (["--data", "DATA"], "name the frozen stages"),
+    (["--data", "DATA", "--checkpoint", "demo", "--shard-rows", "0"], "--shard-rows and --batch must be >= 1"),
+])
+def test_cache_command_user_errors_are_one_line(cached, capsys, args, words):
+    data, _ = cached
+    assert cache.main([str(data) if a == "DATA" else a for a in args] + ["--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
 
 
 def test_cache_of_other_frozen_stages_is_refused(cached, tmp_path):

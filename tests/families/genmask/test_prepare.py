@@ -331,6 +331,63 @@ def test_duplicate_ids_empty_input_and_foreign_out_dir(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
 
+# ------------------------------------------------- records validated before they are stored (issue 34)
+
+def _damage_instances(root: Path, change) -> None:
+    path = root / "refcoco/instances.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(change(data)))
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d["images"], "must be a JSON object with a list 'images'"),
+    (lambda d: {k: v for k, v in d.items() if k != "images"}, "no 'images'"),
+    (lambda d: {**d, "images": d["images"] + [dict(d["images"][0], file_name="other.jpg")]}, "id 9 appears twice"),
+    (lambda d: {**d, "images": [dict(d["images"][0], height="64")] + d["images"][1:]}, "positive integers"),
+    (lambda d: {**d, "images": [dict(d["images"][0], width=float("nan"))] + d["images"][1:]}, "positive integers"),
+    (lambda d: {**d, "images": [{k: v for k, v in d["images"][0].items() if k != "id"}] + d["images"][1:]},
+     r"images\[0\] must be an object with 'id'"),
+    (lambda d: {**d, "images": [dict(d["images"][0], id="9")] + d["images"][1:]}, "ids mix types"),
+    (lambda d: {**d, "annotations": d["annotations"] + [d["annotations"][0]]}, "annotations id 101 appears twice"),
+])
+def test_malformed_instances_json_is_one_typed_error(tmp_path, change, words):
+    build_refer(tmp_path / "refer")
+    _damage_instances(tmp_path / "refer", change)
+    with pytest.raises(ArtifactMismatchError, match=words):
+        list(refer_samples(tmp_path / "refer", split="train"))
+
+
+def test_null_sentences_name_the_ref(tmp_path):
+    build_refer(tmp_path / "refer")
+    path = tmp_path / "refer/refcoco/refs(unc).p"
+    refs = pickle.loads(path.read_bytes())
+    refs[0]["sentences"] = None
+    path.write_bytes(pickle.dumps(refs, protocol=2))
+    with pytest.raises(InvalidSampleError, match=r"'refcoco/train/ref0'.*'sentences' must be a list"):
+        list(refer_samples(tmp_path / "refer", split="train"))
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    from genmask_sdk.data.converters.common import load_rgb
+
+    grey = (np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) * 21).astype(np.uint16)  # 0 .. 64491
+    Image.fromarray(grey).save(tmp_path / "deep.png")
+    rgb = load_rgb(tmp_path / "deep.png", "s")
+    assert rgb.shape == (48, 64, 3) and np.array_equal(rgb[..., 0], np.rint(grey / 257.0).astype(np.uint8))
+    assert (rgb == 255).mean() < 0.01  # was 99.5 % clipped
+
+
+@pytest.mark.parametrize("instruction, words", [("the \x00 cat", "control characters"), ("x" * 100_000, "characters long"),
+                                                ("a \ud800 b", "lone surrogate")])
+def test_instructions_inference_would_refuse_are_not_stored(tmp_path, instruction, words):
+    import dataclasses
+
+    sample = dataclasses.replace(next(iter(scene_samples(1, size=32))), instruction=instruction)
+    with pytest.raises(InvalidSampleError, match=f"instruction not accepted at inference.*{words}"):
+        write_prepared([sample], tmp_path / "out", description="x", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- command line
 
 def test_cli_scenes(tmp_path, capsys):

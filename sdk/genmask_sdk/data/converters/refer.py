@@ -29,7 +29,7 @@ from pycocotools import mask as coco_mask
 
 from genmask_sdk.errors import ArtifactMismatchError, ConfigError, InvalidSampleError
 from genmask_sdk.data.prepared import PreparedSample
-from genmask_sdk.data.converters.common import check_same_size, load_rgb, read_json, require_dir, require_file
+from genmask_sdk.data.converters.common import positive_size, records_by_id, check_same_size, load_rgb, read_json, require_dir, require_file
 
 REFER_DATASETS = ("refcoco", "refcoco+", "refcocog")
 SPLIT_BYS = ("unc", "umd", "google")
@@ -126,15 +126,17 @@ def refer_samples(root: Path, *, dataset: str = "refcoco", split_by: str = "unc"
     refs_path = _refs_path(root, dataset, split_by)
     images = require_dir(Path(images) if images else root / DEFAULT_IMAGES, "COCO train2014 images",
                          "Pass --images DIR (the folder of COCO_train2014_*.jpg).")
-    coco = read_json(require_file(root / dataset / "instances.json", f"{dataset} instances.json",
-                                   "Point --root at refer's data folder."), "instances")
+    instances = require_file(root / dataset / "instances.json", f"{dataset} instances.json",
+                             "Point --root at refer's data folder.")
+    coco = read_json(instances, "instances")
     refs = _refs_of_split(load_refs(refs_path), split, refs_path)
-    return _samples(refs, coco, images, dataset, split)
+    return _samples(refs, coco, images, dataset, split, instances)
 
 
-def _samples(refs: list[dict], coco: dict, images: Path, dataset: str, split: str) -> Iterator[PreparedSample]:
-    image_infos = {info["id"]: info for info in coco["images"]}
-    anns = {ann["id"]: ann for ann in coco["annotations"]}
+def _samples(refs: list[dict], coco: dict, images: Path, dataset: str, split: str,
+             instances: Path) -> Iterator[PreparedSample]:
+    image_infos = records_by_id(coco, "images", instances, ("file_name", "height", "width"))
+    anns = records_by_id(coco, "annotations", instances, ("image_id",))
     pixels, pixels_of = None, None
     for ref in refs:
         ref_id = f"{dataset}/{split}/ref{ref['ref_id']}"
@@ -146,9 +148,13 @@ def _samples(refs: list[dict], coco: dict, images: Path, dataset: str, split: st
         if pixels_of != ref["image_id"]:
             pixels, pixels_of = load_rgb(image_path, ref_id), ref["image_id"]
             pixels.setflags(write=False)
-        check_same_size(ref_id, pixels, (int(info["height"]), int(info["width"])), image_path,
+        check_same_size(ref_id, pixels, positive_size(info, instances, f"image {ref['image_id']}"), image_path,
                         f"the mask (instances.json size of image {ref['image_id']})")
         mask = _ref_mask(ref, anns, info, ref_id)
-        for sentence in ref.get("sentences", []):
+        sentences = ref.get("sentences")
+        if not isinstance(sentences, list) or not all(isinstance(s, dict) for s in sentences):
+            raise InvalidSampleError(f"sample {ref_id!r}: 'sentences' must be a list of objects, got "
+                                     f"{str(sentences)[:60]}; the refs file is damaged, re-download it.")
+        for sentence in sentences:
             yield PreparedSample(id=f"{ref_id}/sent{sentence['sent_id']}", image=pixels,
                                  instruction=_sentence_text(sentence).strip(), task="seg", source=dataset, mask=mask)

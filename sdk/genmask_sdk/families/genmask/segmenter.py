@@ -36,7 +36,7 @@ import numpy as np
 
 from genmask_sdk.families.lifecycle import SegmenterLifecycle
 from genmask_sdk.families.genmask.engines import Opened, open_engines, resolve_device
-from genmask_sdk.families.genmask.prompt_checks import check_targets
+from genmask_sdk.runtime.text_checks import check_targets
 from genmask_sdk.families.genmask.engines import describe_manifest, manifest_config, open_manifest
 from genmask_sdk.errors import (
     ArtifactMismatchError,

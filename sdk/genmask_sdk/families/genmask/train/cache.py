@@ -24,11 +24,12 @@ import argparse
 import dataclasses
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from genmask_sdk.errors import ArtifactMismatchError, ConfigError
+from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError, ConfigError, GenMaskError, one_line
 from genmask_sdk.io import atomic_path, atomic_write_text
 from genmask_sdk.families.genmask.train.cache_format import (
     COMPLETE_FILE,
@@ -41,6 +42,8 @@ from genmask_sdk.families.genmask.train.cache_format import (
     rank_shards,
     shard_name,
     shard_ranges,
+    verified_shard,
+    write_shard_record,
 )
 from genmask_sdk.families.genmask.train.cache_source import FrozenSource, resolve_source
 
@@ -89,8 +92,10 @@ def write_shard(out: Path, index: int, info: CacheInfo, dataset, stages, batch: 
     samples = [dataset[i] for i in rows]
     vae_encoder, _, embedder = stages
     tensors = encode_shard(samples, rows, vae_encoder, embedder, info.resolution, batch)
-    with atomic_path(out / shard_name(index, info.shards)) as tmp:
+    path = out / shard_name(index, info.shards)
+    with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"rows": str(len(rows))})
+    write_shard_record(path)
     return len(rows)
 
 
@@ -116,11 +121,12 @@ def write_shared_files(out: Path, source: FrozenSource, embedder) -> None:
 def finish(out: Path, info: CacheInfo) -> None:
     """Check that every shard is there and write ``cache_complete.json`` (the marker train.finetune needs)."""
     ranges = shard_ranges(info.prepared_rows, info.shard_rows)
-    missing = [shard_name(k, info.shards) for k in range(info.shards) if not (out / shard_name(k, info.shards)).is_file()]
+    records = {k: verified_shard(out / shard_name(k, info.shards)) for k in range(info.shards)}
+    missing = [shard_name(k, info.shards) for k, record in records.items() if record is None]
     if missing:
-        raise ArtifactMismatchError(f"{len(missing)} shards of {out} are missing ({missing[:3]}...); run the same "
-                                    "command again to compute them.")
-    shards = [{"file": shard_name(k, info.shards), "rows": len(r)} for k, r in enumerate(ranges)]
+        raise ArtifactMismatchError(f"{len(missing)} shards of {out} are missing or damaged ({missing[:3]}...); run the "
+                                    "same command again to compute them.")
+    shards = [{"file": shard_name(k, info.shards), "rows": len(r), **records[k]} for k, r in enumerate(ranges)]
     atomic_write_text(out / COMPLETE_FILE, json.dumps({"rows": info.prepared_rows, "shards": shards}, indent=2) + "\n")
 
 
@@ -153,8 +159,12 @@ def build_cache(data: str | Path, source: FrozenSource, *, shard_rows: int = DEF
     if state.is_main_process:
         claim(out, info, overwrite)
     state.wait_for_everyone()
-    todo = [k for k in rank_shards(info.shards, state.process_index, state.num_processes)
-            if not (out / shard_name(k, info.shards)).is_file()]
+    mine = rank_shards(info.shards, state.process_index, state.num_processes)
+    todo = [k for k in mine if verified_shard(out / shard_name(k, info.shards)) is None]
+    damaged = [k for k in todo if (out / shard_name(k, info.shards)).exists()]
+    if damaged:
+        print(f"recomputing {len(damaged)} shard(s) whose file does not match its record (truncated, changed or "
+              f"unfinished): {[shard_name(k, info.shards) for k in damaged[:3]]}", flush=True)
     stages = load_frozen_stages(source, state.device)
     bar = tqdm(total=sum(len(shard_ranges(info.prepared_rows, shard_rows)[k]) for k in todo), desc="cache",
                unit="row", disable=not (progress and state.is_main_process))
@@ -191,8 +201,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> Path:
+def main(argv=None) -> Path | int:
+    """The command line: the cache's directory, or 2 after a one-line error (a user error)."""
     args = parse_args(argv)
+    try:
+        return run(args)
+    except GenMaskError as exc:
+        print(f"python -m genmask_sdk.families.genmask.train.cache: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Compute the cache for parsed arguments (raises the typed errors ``main`` prints in one line)."""
+    if not (args.data / "prepare_info.json").is_file():
+        raise ArtifactNotFoundError(f"--data {args.data} is not a prepared dataset (no prepare_info.json); prepare it "
+                                    "with python -m genmask_sdk.families.genmask.train.prepare first.")
+    if args.checkpoint is None and args.vae is None:
+        raise ConfigError("name the frozen stages: --checkpoint CKPT (a GenMask checkpoint: 'demo', a directory or a "
+                          "hub id), or --vae WAN --embedder NAME.")
     if args.threads:
         import torch
 
@@ -203,4 +229,5 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    result = main()
+    sys.exit(result if isinstance(result, int) else 0)

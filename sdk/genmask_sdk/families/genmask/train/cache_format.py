@@ -8,7 +8,8 @@ are computed once per prepared sample and stored beside the prepared set, in ``D
     ...
     null_states.safetensors           "states" (L0, D) bf16: the empty instruction (CFG dropout)
     vae/                              the frozen VAE (diffusers save_pretrained), copied into the final checkpoint
-    cache_complete.json               written last: every shard is there (rows per shard)
+    shard-00000-of-00004.safetensors.json  {"bytes", "sha256"} of that shard, written after it
+    cache_complete.json               written last: every shard is there (rows, bytes, sha256 per shard)
 
 Tensors of one shard holding ``n`` rows (prepared rows ``first .. first + n - 1``, in order)::
 
@@ -21,8 +22,10 @@ Tensors of one shard holding ``n`` rows (prepared rows ``first .. first + n - 1`
     z_mask     (n, 16, h, w) float32  normalised VAE latent of the letterboxed mask image (zeros for "gen")
     mask       (n, R, R)     bool     the letterboxed mask at engine resolution R (False for "gen")
 
-Shards are independent: each is written atomically, so an interrupted run resumes by skipping the
-shards already present, and several processes fill disjoint shards (rank r takes shards r, r + W, ...).
+Shards are independent: each is written atomically and then its record (size and SHA-256), so an
+interrupted run resumes by skipping the shards whose file matches its record (a shard without one, or
+truncated or changed since, is computed again), and several processes fill disjoint shards (rank r
+takes shards r, r + W, ...).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from genmask_sdk.errors import ArtifactMismatchError, ArtifactNotFoundError
-from genmask_sdk.io import atomic_write_text
+from genmask_sdk.io import atomic_write_text, sha256_file
 
 CACHE_VERSION = 1
 CACHE_DIR = "cache"
@@ -54,6 +57,29 @@ def cache_dir(data: str | Path) -> Path:
 
 def shard_name(index: int, count: int) -> str:
     return f"shard-{index:05d}-of-{count:05d}.safetensors"
+
+
+def shard_record_path(shard: Path) -> Path:
+    """Where a shard's record (``{"bytes", "sha256"}``) lives: beside it, ``<shard>.json``."""
+    return shard.with_name(shard.name + ".json")
+
+
+def write_shard_record(shard: Path) -> dict[str, Any]:
+    """Record a just-written shard's size and SHA-256 (atomically, after the shard)."""
+    record = {"bytes": shard.stat().st_size, "sha256": sha256_file(shard)}
+    atomic_write_text(shard_record_path(shard), json.dumps(record) + "\n")
+    return record
+
+
+def verified_shard(shard: Path) -> dict[str, Any] | None:
+    """The shard's record when the file is there and matches it (size, then SHA-256), else None."""
+    try:
+        record = json.loads(shard_record_path(shard).read_text())
+        if not shard.is_file() or shard.stat().st_size != record["bytes"]:
+            return None
+        return record if sha256_file(shard) == record["sha256"] else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def shard_ranges(rows: int, shard_rows: int) -> list[range]:

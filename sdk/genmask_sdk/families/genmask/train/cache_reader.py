@@ -110,9 +110,15 @@ class CacheReader(_Rows):
 
     def _handle(self, shard: int):
         if shard not in self._handles:
-            from safetensors import safe_open
+            from safetensors import SafetensorError, safe_open
 
-            self._handles[shard] = safe_open(str(self.directory / shard_name(shard, self.info.shards)), framework="pt")
+            path = self.directory / shard_name(shard, self.info.shards)
+            try:
+                self._handles[shard] = safe_open(str(path), framework="pt")
+            except (SafetensorError, OSError) as exc:
+                raise ArtifactMismatchError(f"{path} cannot be read as a cache shard ({exc}); delete "
+                                            f"{self.directory / COMPLETE_FILE} and run the cache command again to "
+                                            "compute it.") from None
         return self._handles[shard]
 
     def _locate(self, row: int) -> tuple[object, int, int]:
@@ -205,7 +211,19 @@ def open_cache(data: str | Path, identity: str | None = None) -> CacheReader:
     if complete.get("rows") != info.prepared_rows:
         raise ArtifactMismatchError(f"{directory}/{COMPLETE_FILE} disagrees with {INFO_FILE}; recompute the cache "
                                     f"with --overwrite.")
+    _check_shard_sizes(directory, complete.get("shards") or [], info, data)
     return CacheReader(directory, info)
+
+
+def _check_shard_sizes(directory: Path, shards: list, info: CacheInfo, data: Path) -> None:
+    """Every shard has the size recorded when the cache was finished (cheap; the SHA-256 is checked
+    when a run resumes). Caches finished before sizes were recorded are taken as they are."""
+    for entry in shards:
+        path = directory / str(entry.get("file"))
+        if "bytes" in entry and (not path.is_file() or path.stat().st_size != entry["bytes"]):
+            raise ArtifactMismatchError(f"{path} is missing or not the shard that was written (size differs from "
+                                        f"{COMPLETE_FILE}); delete {directory / COMPLETE_FILE} and run "
+                                        f"{info.command(data)} to compute it again.")
 
 
 def open_caches(data: Sequence[str | Path], identity: str | None = None) -> CacheSet:

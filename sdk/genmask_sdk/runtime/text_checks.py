@@ -1,4 +1,5 @@
-"""Input checks shared by the embedders."""
+"""Checks of prompt text, shared by the embedders at inference and by data preparation (a sentence
+stored for training must be one inference accepts). Torch-free, no family."""
 
 from __future__ import annotations
 
