@@ -357,6 +357,16 @@ def test_malformed_instances_json_is_one_typed_error(tmp_path, change, words):
         list(refer_samples(tmp_path / "refer", split="train"))
 
 
+def test_a_caption_image_listed_twice_is_refused(tmp_path):
+    build_captions(tmp_path / "coco", {9: ["A cat."], 25: ["A dog."]})
+    path = tmp_path / "coco/annotations/captions_train2014.json"
+    data = json.loads(path.read_text())
+    data["images"].append(dict(data["images"][0], file_name="COCO_train2014_000000000025.jpg"))  # id 9 again
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactMismatchError, match="images id 9 appears twice"):
+        list(coco_caption_samples(tmp_path / "coco"))
+
+
 def test_null_sentences_name_the_ref(tmp_path):
     build_refer(tmp_path / "refer")
     path = tmp_path / "refer/refcoco/refs(unc).p"

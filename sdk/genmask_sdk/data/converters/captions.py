@@ -17,7 +17,7 @@ from pathlib import Path
 
 from genmask_sdk.errors import ConfigError, InvalidSampleError
 from genmask_sdk.data.prepared import PreparedSample
-from genmask_sdk.data.converters.common import load_rgb, read_json, require_dir, require_file
+from genmask_sdk.data.converters.common import load_rgb, read_json, records_by_id, require_dir, require_file
 
 
 def _captions_by_image(annotations: list[dict]) -> dict[int, list[dict]]:
@@ -54,8 +54,9 @@ def coco_caption_samples(root: Path, *, split: str = "train2014", images: Path |
 
 
 def _samples(coco: dict, images: Path, split: str, per_image: int, json_path: Path) -> Iterator[PreparedSample]:
-    by_image = _captions_by_image(coco["annotations"])
-    for info in sorted(coco["images"], key=lambda i: i["id"]):
+    infos = records_by_id(coco, "images", json_path, ("file_name",))  # duplicate / missing / mixed ids refused
+    by_image = _captions_by_image(list(records_by_id(coco, "annotations", json_path, ("image_id",)).values()))
+    for info in sorted(infos.values(), key=lambda i: i["id"]):
         captions = by_image.get(info["id"], [])[: per_image or None]
         if not captions:
             continue
