@@ -142,10 +142,12 @@ def test_a_truncated_shard_is_computed_again_not_trusted(cached, capsys):
     (["--data", "/nonexistent", "--checkpoint", "demo"], "is not a prepared dataset"),
     (["--data", "DATA"], "name the frozen stages"),
     (["--data", "DATA", "--checkpoint", "demo", "--shard-rows", "0"], "--shard-rows and --batch must be >= 1"),
+    (["--data", "DATA", "--checkpoint", "CKPT", "--shard-rows", "4"], "differs in shard_rows, shards"),
 ])
 def test_cache_command_user_errors_are_one_line(cached, capsys, args, words):
-    data, _ = cached
-    assert cache.main([str(data) if a == "DATA" else a for a in args] + ["--no-progress"]) == 2
+    data, checkpoint = cached
+    names = {"DATA": str(data), "CKPT": str(checkpoint)}
+    assert cache.main([names.get(a, a) for a in args] + ["--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err and "Traceback" not in err
 
