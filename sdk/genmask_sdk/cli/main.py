@@ -25,7 +25,8 @@ from genmask_sdk.errors import GenMaskError, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genmask", description="GenMask text-prompted segmentation.")
+    parser = argparse.ArgumentParser(prog="genmask", description="One-step generative segmentation: GenMask (text "
+                                     "prompts) and gen2seg (points, everything).")
     parser.add_argument("--version", action="version", version=f"genmask-sdk {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log backend choices and loading steps")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
