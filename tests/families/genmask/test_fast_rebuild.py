@@ -139,3 +139,14 @@ def test_a_running_build_is_reported_not_raced(engines):
         with pytest.raises(BuildLockedError, match="another build into .*engines is running"):
             up_to_date("demo", out, options(precisions), log=lambda _: None)
     assert up_to_date("demo", out, options(precisions), log=lambda _: None) is not None
+
+
+def test_a_build_with_the_cpu_set_is_a_no_op_the_second_time(engines):
+    """The default precisions include int8-dynamic, which never gets TensorRT plans: the no-op check
+    must expect the build's trtexec summary without it (it did not, so every default rebuild ran the
+    full build)."""
+    out, _ = engines
+    wanted = ["fp32", "fp16", "int8-dynamic"]
+    pipeline.build_engines("demo", out, wanted, tensorrt="off", progress=False, log=lambda _: None)
+    result = up_to_date("demo", out, options(wanted), log=lambda _: None)
+    assert result is not None and result.built == [] and "dit.int8-dynamic.onnx" in result.reused

@@ -42,6 +42,7 @@ from genmask_sdk.export.manifest import (
     verify_files,
 )
 from genmask_sdk.families.genmask.export.options import (
+    CPU_SETS,
     CPU_TIMED_SETS,
     EMBEDDER_PRECISION,
     SETS,
@@ -162,7 +163,9 @@ def _same_tools_no_plans(data: dict[str, Any], opts: BuildOptions) -> bool:
     if opts.tensorrt == "on" or (opts.tensorrt == "auto" and _tensorrt_installed()):
         return False  # plans may be built or reused: the full build decides
     _, reason = availability(opts.tensorrt)
-    summary = skipped_summary(reason, _graphs(data), opts.workspace_gib)
+    # the graphs TensorRT would get: the CPU sets (int8-dynamic) never have plans (tensorrt_step.py)
+    planned = [a for a in _graphs(data) if a["precision"] not in CPU_SETS]
+    summary = skipped_summary(reason, planned, opts.workspace_gib)
     return data["tools"] == tool_versions() and data.get("tensorrt") == summary
 
 
