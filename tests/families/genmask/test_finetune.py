@@ -308,6 +308,11 @@ for (name, p), q in zip(model.named_parameters(), reference.parameters()):
     assert torch.allclose(p.grad.full_tensor(), q.grad, atol=1e-6), name
 print(f"fsdp2-ok-rank{dist.get_rank()}", flush=True)
 dist.destroy_process_group()
+# leave without the interpreter's teardown: gloo's threads are sometimes still being destroyed then and
+# abort the process ("terminate called without an active exception", ~1 run in 5 on 2 cores) after the
+# checks above have passed
+import os
+os._exit(0)
 """
 
 
