@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEMO_NAME = "demo-gen2seg"
-
 
 def demo_gen2seg_dir() -> Path:
     """Directory of the gen2seg demo checkpoint (``"demo-gen2seg"``) shipped inside the package."""
