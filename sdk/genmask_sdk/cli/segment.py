@@ -41,14 +41,11 @@ def segment(args: argparse.Namespace) -> int:
     from genmask_sdk.families.registry import GEN2SEG, family_of
 
     target = overlay_target(args.out) if args.out else None
-    if args.image == "-":  # the image piped in on standard input (its name stays "-" in the output)
-        from genmask_sdk.runtime.imaging import read_image_stream
-
-        args.image_data = read_image_stream(sys.stdin.buffer, "standard input")
+    image = _image(args.image)
     source = args.engines or args.checkpoint
     family = family_of(source) if source else None
     if args.point or args.negative or args.everything or family == GEN2SEG:
-        return _segment_instances(args, target, source, family)
+        return _segment_instances(args, image, target, source, family)
     from genmask_sdk.families.genmask.segmenter import Segmenter
 
     if not args.verbose and "transformers" in sys.modules:  # a PyTorch embedder was loaded: no bars
@@ -59,7 +56,7 @@ def segment(args: argparse.Namespace) -> int:
     if segmenter is None:
         return 2
     with segmenter:
-        results = segmenter.predict(_image(args), list(args.prompts), reason=args.reason)
+        results = segmenter.predict(image, list(args.prompts), reason=args.reason)
         described = segmenter.describe()
     overlay = None
     if target is not None:
@@ -92,7 +89,7 @@ def segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_instances(args: argparse.Namespace, target: tuple[Path, str] | None, source: str | None,
+def _segment_instances(args: argparse.Namespace, image, target: tuple[Path, str] | None, source: str | None,
                        family: str | None) -> int:
     """``genmask segment IMAGE --point X,Y ... | --everything`` with a gen2seg model."""
     from genmask_sdk.errors import InvalidInputError
@@ -125,20 +122,20 @@ def _segment_instances(args: argparse.Namespace, target: tuple[Path, str] | None
         return 2
     with segmenter:
         if args.everything:
-            results = segmenter.segment_everything(_image(args), **options)
+            results = segmenter.segment_everything(image, **options)
         else:
-            results = [segmenter.predict(_image(args), points=points, labels=labels)]
+            results = [segmenter.predict(image, points=points, labels=labels)]
         described = segmenter.describe()
     if results:
         size = results[0].size
     else:  # nothing found: the size (and the overlay's background) from the image itself
         from genmask_sdk.runtime.imaging import load_image
 
-        size = load_image(_image(args)).shape[:2]
+        size = load_image(image).shape[:2]
     if target is not None:
         from genmask_sdk.io import atomic_path
 
-        overlay = instance_overlay(results, image=None if results else _image(args))
+        overlay = instance_overlay(results, image=None if results else image)
         path, image_format = target
         with atomic_path(path) as tmp:
             overlay.convert("RGB").save(tmp, format=image_format)
@@ -205,6 +202,11 @@ def _open_segmenter(cls, args, default_checkpoint: str):
     return cls.from_pretrained(args.checkpoint or default_checkpoint, device=args.device or "cpu")
 
 
-def _image(args: argparse.Namespace):
-    """What to segment: the IMAGE path, or the image read from standard input for ``-``."""
-    return getattr(args, "image_data", None) or args.image
+def _image(name: str):
+    """What to segment: the IMAGE path, or for ``-`` the image piped in on standard input (decoded
+    once; the name stays ``-`` in the output)."""
+    if name != "-":
+        return name
+    from genmask_sdk.runtime.imaging import read_image_stream
+
+    return read_image_stream(sys.stdin.buffer, "standard input")

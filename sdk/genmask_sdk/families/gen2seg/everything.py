@@ -159,7 +159,7 @@ def segment_everything(color_map: Any, config: PromptConfig = PromptConfig(), gr
     cmap = as_color_map(color_map)
     candidates: dict[tuple, _Candidate | None] = {}
     for query, points in _points_by_query(cmap, int(grid), config, background_level, max_query_gap).items():
-        _query_candidates(cmap, np.array(query), points, config, stability_offset, candidates)
+        _query_candidates(cmap, query, points, config, stability_offset, candidates)
     kept = [c for c in candidates.values() if c is not None and c.area >= min_area and c.stability >= min_stability
             and not _is_background(cmap, c, background_level)]
     kept.sort(key=lambda c: c.order)  # the grid order the candidates were first met in (ties in suppression)
@@ -204,16 +204,16 @@ def _points_by_query(cmap: ColorMap, grid: int, config: PromptConfig, background
     return groups
 
 
-def _query_candidates(cmap: ColorMap, query: np.ndarray, points: list[tuple[int, tuple[int, int]]],
+def _query_candidates(cmap: ColorMap, query: tuple[float, ...], points: list[tuple[int, tuple[int, int]]],
                       config: PromptConfig, stability_offset: float, candidates: dict) -> None:
-    """Add the candidates of the grid ``points`` that share ``query`` (one score map for all of them)."""
-    score = similarity_from_distance(colour_distance(cmap, query), config, in_place=True)
+    """Add the candidates of the grid ``points`` that share ``query`` (one score map for all of them);
+    ``candidates`` is keyed by (query, connected part or whole-mask key)."""
+    score = similarity_from_distance(colour_distance(cmap, np.array(query)), config, in_place=True)
     final = score_map_255(score, None, cmap, config)
     del score
     mask = final > config.threshold
-    key_query = tuple(query.tolist())
     if not config.connected:
-        key = (key_query, _mask_key(mask))
+        key = (query, _mask_key(mask))
         if key not in candidates:
             index, point = points[0]
             candidates[key] = _candidate(final, mask, point, index, config, stability_offset, None)
@@ -221,7 +221,7 @@ def _query_candidates(cmap: ColorMap, query: np.ndarray, points: list[tuple[int,
     labels = _part_labels(mask) if mask.any() else None
     for index, point in points:
         label = _label_at(labels, mask, point)
-        key = (key_query, label)
+        key = (query, label)
         if key not in candidates:
             part = (labels == label) if label else np.zeros(mask.shape, dtype=bool)
             candidates[key] = _candidate(final, part, point, index, config, stability_offset, part)
